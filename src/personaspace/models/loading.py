@@ -1,0 +1,195 @@
+"""``load_model``: one entry point for bundled aliases, local folders, GGUF files and hub ids."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from personaspace.errors import PersonaspaceError
+from personaspace.models import cache
+from personaspace.models.adapters import ArchitectureAdapter, adapter_for
+from personaspace.models.bundled import BUNDLED_MODELS
+from personaspace.models.hub import hub_offline_reason
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM ready for capture: model (eval mode), tokenizer and adapter.
+
+    ``model_id`` is what files record as the model's identity; ``chat_tuned`` says whether
+    conversations go through the tokenizer's chat template or the plain transcript format.
+    """
+
+    model: nn.Module
+    tokenizer: Any
+    adapter: ArchitectureAdapter
+    model_id: str
+    display_name: str
+    chat_tuned: bool
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def _bundled_names() -> str:
+    return ", ".join(BUNDLED_MODELS)
+
+
+def _quiet_transformers() -> None:
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def _from_folder(folder: Path, dtype: torch.dtype, device: str) -> tuple[nn.Module, Any]:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise PersonaspaceError(
+            f"{folder} has no readable config.json ({_first_line(err)})",
+            fix="point at a Hugging Face model folder (config.json + weights) or a .gguf file",
+        ) from err
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise PersonaspaceError(
+            f"{folder} holds a '{config.model_type}' model, which is not a causal language model",
+            fix="personaspace needs a decoder-only causal LM (e.g. Llama, Qwen, Gemma, GPT-2)",
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        raise PersonaspaceError(
+            f"could not load the checkpoint in {folder} ({_first_line(err)})",
+            fix="check that its weight and tokenizer files are complete (re-download or re-save)",
+        ) from err
+    return model.to(device), tokenizer
+
+
+def _from_gguf(path: Path, dtype: torch.dtype, device: str) -> tuple[nn.Module, Any]:
+    folder = cache.gguf_cache_dir(path)
+    if not cache.is_cached(folder):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(
+                path.parent, gguf_file=path.name, dtype=torch.float32
+            )
+        except Exception as err:  # gguf raises many types for a corrupt file
+            raise PersonaspaceError(
+                f"could not read the GGUF file {path} ({_first_line(err)})",
+                fix="check the file is a complete GGUF of a supported decoder-only model",
+            ) from err
+        cache.write_cache(folder, model, tokenizer)
+    return _from_folder(folder, dtype, device)
+
+
+def _from_hub(model_id: str, dtype: torch.dtype, device: str) -> tuple[nn.Module, Any]:
+    reason = hub_offline_reason()
+    if reason is not None:
+        raise PersonaspaceError(
+            f"'{model_id}' is not a bundled alias or local path, and the Hugging Face hub "
+            f"is unreachable ({reason})",
+            fix=f"use a bundled model ({_bundled_names()}), a local folder or a .gguf file",
+        )
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_id, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(model_id)
+    except (OSError, ValueError) as err:
+        raise PersonaspaceError(
+            f"could not load '{model_id}' from the hub ({_first_line(err)})",
+            fix="check the model id, your access to it, and HF_TOKEN",
+        ) from err
+    return model.to(device), tokenizer
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else err.__class__.__name__
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """Left padding for batched generation, and a pad token where the tokenizer has none."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    spec: str,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+) -> LoadedModel:
+    """Load a causal LM by bundled alias, local folder, ``.gguf`` file or hub id.
+
+    Args:
+        spec: ``smollm2-135m-instruct`` / ``gemma-3-270m`` (bundled, offline), a folder with
+            ``config.json``, a ``.gguf`` file, or a hub id such as ``Qwen/Qwen3-0.6B``.
+        dtype: weights dtype (fp32 by default: the CPU path and exact comparisons need it).
+        device: ``"cpu"``, ``"cuda"``, ...
+
+    Example:
+        >>> lm = load_model("smollm2-135m-instruct")  # doctest: +SKIP
+        >>> lm.adapter.n_layers, lm.adapter.hidden_size  # doctest: +SKIP
+        (30, 576)
+    """
+    _quiet_transformers()
+    spec = spec.strip()
+    if not spec:
+        raise PersonaspaceError("the model spec is empty", fix=f"use one of: {_bundled_names()}")
+    bundled = BUNDLED_MODELS.get(spec)
+    path = Path(spec).expanduser()
+    if bundled is not None:
+        gguf = bundled.locate_gguf(cache.cache_root())
+        model, tokenizer = _from_gguf(gguf, dtype, device)
+        model_id, display, chat = bundled.alias, bundled.display_name, bundled.chat_tuned
+    elif path.exists():
+        if path.is_file() and path.suffix == ".gguf":
+            model, tokenizer = _from_gguf(path, dtype, device)
+        elif path.is_dir():
+            model, tokenizer = _from_folder(path, dtype, device)
+        else:
+            raise PersonaspaceError(
+                f"{path} is neither a .gguf file nor a model folder",
+                fix="pass a .gguf file, a folder with config.json, or a bundled alias",
+            )
+        model_id, display = str(path.resolve()), path.stem
+        chat = getattr(tokenizer, "chat_template", None) is not None
+    elif spec.endswith(".gguf") or spec.startswith((".", "/", "~")):
+        raise PersonaspaceError(f"no such file or folder: {spec}", fix="check the path")
+    elif HUB_ID.match(spec):
+        model, tokenizer = _from_hub(spec, dtype, device)
+        model_id, display = spec, spec.split("/")[-1]
+        chat = getattr(tokenizer, "chat_template", None) is not None
+    else:
+        raise PersonaspaceError(
+            f"unknown model '{spec}'",
+            fix=f"use a bundled alias ({_bundled_names()}), a local path, or a hub id org/name",
+        )
+    model.eval()
+    model.requires_grad_(False)
+    return LoadedModel(
+        model=model,
+        tokenizer=prepare_tokenizer(tokenizer),
+        adapter=adapter_for(model),
+        model_id=model_id,
+        display_name=display,
+        chat_tuned=chat,
+    )
