@@ -48,7 +48,12 @@ def _bundled_names() -> str:
 
 
 def _quiet_transformers() -> None:
+    # Library code does not print: silence transformers' own warnings and progress bars.
+    from transformers.utils import logging as hf_logging
+
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def _from_folder(folder: Path, dtype: torch.dtype, device: str) -> tuple[nn.Module, Any]:

@@ -1,0 +1,16 @@
+"""Capture the residual stream: during generation (single pass) or teacher-forced."""
+
+from personaspace.capture.generate import Generation, generate
+from personaspace.capture.hooks import residual_hooks
+from personaspace.capture.sampling import SamplingConfig
+from personaspace.capture.teacher import TurnCapture, capture_conversations, with_reply
+
+__all__ = [
+    "Generation",
+    "SamplingConfig",
+    "TurnCapture",
+    "capture_conversations",
+    "generate",
+    "residual_hooks",
+    "with_reply",
+]

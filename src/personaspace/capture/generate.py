@@ -1,0 +1,332 @@
+"""Batched generation that captures the reply's residual stream as it is produced.
+
+One pass: the prompt is prefilled once (left padding, KV cache) and each new token is fed
+once; the hooks read the residual stream of every fed token, so the reply's activations
+come out of the same forward calls that produce it. Nothing is run over the reply again.
+
+Bookkeeping per sequence: generated token ``j`` is fed (and its activations seen) at decode
+step ``j + 1``. Its state joins the running sum once it is known to be reply content: at
+once when no stop strings are set, or once it is further back than the longest stop string
+could reach. A sequence's content ends before its end-of-turn token, before the token
+where a stop string begins, or at ``max_new_tokens``. A sequence cut off by the length
+limit gets one extra fed step so its last token is captured too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from personaspace.capture.hooks import residual_hooks
+from personaspace.capture.sampling import SamplingConfig, choose_tokens, row_generators
+from personaspace.conversation.format import FormattedConversation
+from personaspace.errors import PersonaspaceError
+from personaspace.models.loading import LoadedModel
+
+Reduction = Literal["response_mean", "last_prompt", "all_tokens"]
+REDUCTIONS: tuple[str, ...] = ("response_mean", "last_prompt", "all_tokens")
+END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "<|endoftext|>")
+
+
+@dataclass
+class Generation:
+    """One reply and what was captured while producing it.
+
+    ``token_ids`` are the reply's content tokens (no end-of-turn token, no stop string);
+    ``response_mean`` is ``[n_layers_captured, hidden]``; ``tokens`` (on request) holds every
+    non-padding token of prompt and reply, ``[prompt + reply tokens, n_layers, hidden]``.
+    """
+
+    prompt_ids: list[int]
+    token_ids: list[int]
+    text: str
+    finish_reason: Literal["stop", "length"]
+    layers: list[int]
+    response_mean: torch.Tensor | None = None
+    last_prompt: torch.Tensor | None = None
+    tokens: torch.Tensor | None = None
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def end_of_turn_ids(lm: LoadedModel) -> set[int]:
+    """Token ids that end a reply: the model's EOS ids plus the template's end-of-turn marker."""
+    ids: set[int] = set()
+    configured = getattr(lm.model.generation_config, "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(int(i) for i in configured)
+    if lm.tokenizer.eos_token_id is not None:
+        ids.add(int(lm.tokenizer.eos_token_id))
+    template = getattr(lm.tokenizer, "chat_template", None) or ""
+    for token in END_OF_TURN_TOKENS:
+        token_id = lm.tokenizer.convert_tokens_to_ids(token)
+        if token in template and isinstance(token_id, int) and token_id >= 0:
+            ids.add(token_id)
+    return ids
+
+
+def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row) :] = 1
+    return ids, mask
+
+
+def _stop_cut(tokenizer: Any, ids: list[int], stops: tuple[str, ...], tail: int) -> int | None:
+    """Number of content tokens if a stop string occurs in ``ids``, else ``None``."""
+    if not ids or not any(s in tokenizer.decode(ids[-tail:]) for s in stops):
+        return None
+    text = tokenizer.decode(ids)
+    where = min(i for i in (text.find(s) for s in stops) if i >= 0)
+    cut = len(ids)
+    while cut > 0 and len(tokenizer.decode(ids[:cut])) > where:
+        cut -= 1
+    return cut
+
+
+class _BatchRun:
+    """State of one batch: feeds tokens, collects activations, decides content."""
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        prompts: list[list[int]],
+        seeds: list[int],
+        config: SamplingConfig,
+        layers: list[int],
+        reductions: set[str],
+        eot: set[int],
+    ) -> None:
+        self.lm, self.prompts, self.config, self.layers = lm, prompts, config, layers
+        self.reductions, self.eot = reductions, eot
+        self.batch = len(prompts)
+        self.device = lm.device
+        self.pad_id = int(lm.tokenizer.pad_token_id)
+        self.generators = row_generators(seeds, self.device)
+        self.window = max((len(s) for s in config.stop_strings), default=0)
+        n_layers, hidden = len(layers), lm.adapter.hidden_size
+        self.sums = torch.zeros(self.batch, n_layers, hidden, dtype=torch.float32)
+        self.counts = torch.zeros(self.batch, dtype=torch.long)
+        self.step_states = torch.empty(self.batch, n_layers, hidden, dtype=torch.float32)
+        self.last_prompt = torch.empty(self.batch, n_layers, hidden, dtype=torch.float32)
+        self.prompt_tokens: list[torch.Tensor] = []  # per layer [B, P, H] (all_tokens only)
+        self.reply_steps: list[torch.Tensor] = []  # per fed token [B, L, H] (all_tokens only)
+        self.pending: list[tuple[int, torch.Tensor]] = []  # (token index, [B, L, H])
+        self.generated: list[list[int]] = [[] for _ in prompts]
+        self.content_end: list[int | None] = [None] * self.batch  # None while running
+        self.reason: list[str] = ["length"] * self.batch
+        self.phase = "prefill"
+
+    # hooks -------------------------------------------------------------------------------
+    def on_block(self, position: int, hidden: torch.Tensor) -> None:
+        last = hidden[:, -1, :]
+        if self.phase == "prefill":
+            self.last_prompt[:, position, :] = last.float()
+            if "all_tokens" in self.reductions:
+                self.prompt_tokens.append(hidden.detach().float().cpu())
+        else:
+            self.step_states[:, position, :] = last.float()
+
+    # content bookkeeping -----------------------------------------------------------------
+    def _commit(self, index: int, states: torch.Tensor) -> None:
+        keep = torch.tensor(
+            [end is None or index < end for end in self.content_end], dtype=torch.bool
+        )
+        if keep.any():
+            self.sums[keep] += states[keep]
+            self.counts += keep.long()
+
+    def _absorb_step(self, index: int) -> None:
+        states = self.step_states.clone()
+        if "all_tokens" in self.reductions:
+            self.reply_steps.append(states)
+        self.pending.append((index, states))
+        while self.pending and index - self.pending[0][0] >= self.window:
+            self._commit(*self.pending.pop(0))
+
+    def _finish(self, row: int, end: int, reason: str) -> None:
+        if self.content_end[row] is None:
+            self.content_end[row] = end
+            self.reason[row] = reason
+
+    @property
+    def running(self) -> list[int]:
+        return [i for i, end in enumerate(self.content_end) if end is None]
+
+    # the loop ----------------------------------------------------------------------------
+    def run(self) -> list[Generation]:
+        model, config = self.lm.model, self.config
+        ids, mask = _left_pad(self.prompts, self.pad_id)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=model.config)
+        with torch.inference_mode(), residual_hooks(
+            model, self.lm.adapter, self.layers, self.on_block
+        ):
+            out = model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            self.phase = "decode"
+            next_pos = positions[:, -1:]
+            for step in range(config.max_new_tokens):
+                tokens = choose_tokens(out.logits[:, -1, :], config, self.generators)
+                for row in range(self.batch):
+                    if self.content_end[row] is not None:
+                        tokens[row] = self.pad_id
+                        continue
+                    token = int(tokens[row])
+                    if token in self.eot:
+                        self._finish(row, len(self.generated[row]), "stop")
+                        continue
+                    self.generated[row].append(token)
+                    if config.stop_strings:
+                        cut = _stop_cut(
+                            self.lm.tokenizer,
+                            self.generated[row],
+                            config.stop_strings,
+                            self.window + 2,
+                        )
+                        if cut is not None:
+                            self._finish(row, cut, "stop")
+                last_step = step == config.max_new_tokens - 1
+                if not self.running:
+                    break
+                if last_step:
+                    for row in self.running:
+                        self._finish(row, len(self.generated[row]), "length")
+                # Feed the chosen tokens: this computes their residual stream (and, unless this
+                # was the last step, the logits for the next choice).
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
+                next_pos = next_pos + 1
+                out = model(
+                    input_ids=tokens[:, None],
+                    attention_mask=mask,
+                    position_ids=next_pos,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                self._absorb_step(step)
+                if last_step:
+                    break
+        for index, states in self.pending:
+            self._commit(index, states)
+        self.pending.clear()
+        return self._results()
+
+    def _results(self) -> list[Generation]:
+        results = []
+        for row, prompt in enumerate(self.prompts):
+            end = self.content_end[row]
+            assert end is not None
+            content = self.generated[row][:end]
+            generation = Generation(
+                prompt_ids=list(prompt),
+                token_ids=content,
+                text=self.lm.tokenizer.decode(content, skip_special_tokens=True).strip(),
+                finish_reason=self.reason[row],  # type: ignore[arg-type]
+                layers=list(self.layers),
+                seed=int(self.generators[row].initial_seed()),
+            )
+            if "response_mean" in self.reductions:
+                count = int(self.counts[row])
+                generation.response_mean = (
+                    self.sums[row] / count if count else torch.full_like(self.sums[row], torch.nan)
+                )
+            if "last_prompt" in self.reductions:
+                generation.last_prompt = self.last_prompt[row].clone()
+            if "all_tokens" in self.reductions:
+                prompt_part = torch.stack([t[row, -len(prompt) :] for t in self.prompt_tokens], 1)
+                reply_part = [s[row] for s in self.reply_steps[:end]]
+                generation.tokens = torch.cat(
+                    [prompt_part, torch.stack(reply_part) if reply_part else prompt_part[:0]]
+                )
+            results.append(generation)
+        return results
+
+
+def generate(
+    lm: LoadedModel,
+    prompts: Sequence[FormattedConversation | list[int]],
+    config: SamplingConfig | None = None,
+    *,
+    layers: list[int] | None = None,
+    reductions: Sequence[str] = ("response_mean",),
+    batch_size: int = 16,
+    seeds: Sequence[int] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[Generation]:
+    """Generate a reply to each prompt, capturing its residual stream in the same pass.
+
+    Args:
+        lm: a loaded model.
+        prompts: conversations formatted with ``add_generation_prompt=True`` (or raw ids).
+        config: decoding settings (greedy, 128 new tokens by default).
+        layers: decoder blocks to capture (all by default; negative counts from the end).
+        reductions: any of ``response_mean``, ``last_prompt``, ``all_tokens``; empty for a
+            plain generation with no hooks at all.
+        batch_size: prompts per batch; prompts are grouped by length to limit padding.
+        seeds: one sampling seed per prompt (default ``config.seed + index``).
+        on_batch: called with the number of prompts finished after each batch.
+
+    Returns one ``Generation`` per prompt, in the order given.
+
+    Example:
+        >>> from personaspace import load_model
+        >>> from personaspace.conversation import format_conversation
+        >>> lm = load_model("smollm2-135m-instruct")  # doctest: +SKIP
+        >>> prompt = format_conversation(lm.tokenizer, [{"role": "user", "content": "Hi!"}],
+        ...                              add_generation_prompt=True)  # doctest: +SKIP
+        >>> [g] = generate(lm, [prompt], SamplingConfig(max_new_tokens=16))  # doctest: +SKIP
+        >>> g.response_mean.shape  # doctest: +SKIP
+        torch.Size([30, 576])
+    """
+    config = config or SamplingConfig()
+    unknown = set(reductions) - set(REDUCTIONS)
+    if unknown:
+        raise PersonaspaceError(
+            f"unknown reduction(s) {sorted(unknown)}", fix=f"use any of {', '.join(REDUCTIONS)}"
+        )
+    rows = [p.input_ids if isinstance(p, FormattedConversation) else list(p) for p in prompts]
+    if any(not r for r in rows):
+        raise PersonaspaceError("a prompt has no tokens", fix="give each prompt some text")
+    chosen = lm.adapter.check_layers(layers) if reductions else []
+    seeds = list(seeds) if seeds is not None else [config.seed + i for i in range(len(rows))]
+    if len(seeds) != len(rows):
+        raise PersonaspaceError(
+            f"{len(seeds)} seeds for {len(rows)} prompts", fix="give one seed per prompt"
+        )
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    eot = end_of_turn_ids(lm)
+    results: list[Generation | None] = [None] * len(rows)
+    for start in range(0, len(order), batch_size):
+        picked = order[start : start + batch_size]
+        run = _BatchRun(
+            lm,
+            [rows[i] for i in picked],
+            [seeds[i] for i in picked],
+            config,
+            chosen,
+            set(reductions),
+            eot,
+        )
+        for i, generation in zip(picked, run.run()):
+            results[i] = generation
+        if on_batch is not None:
+            on_batch(len(picked))
+    return [r for r in results if r is not None]

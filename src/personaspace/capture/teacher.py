@@ -1,0 +1,136 @@
+"""Teacher-forced capture over existing conversations, using the same content spans."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from personaspace.capture.generate import _left_pad
+from personaspace.capture.hooks import residual_hooks
+from personaspace.conversation.format import FormattedConversation, TokenSpan
+from personaspace.conversation.messages import Message
+from personaspace.errors import PersonaspaceError
+from personaspace.models.loading import LoadedModel
+
+
+@dataclass
+class TurnCapture:
+    """Activations of one conversation.
+
+    ``turn_means``: ``[n_assistant_turns, n_layers, hidden]``, the mean over each assistant
+    turn's content tokens. ``last_prompt``: ``[n_layers, hidden]`` at the token just before
+    the last assistant turn (the last prompt token). ``tokens`` (on request):
+    ``[n_tokens, n_layers, hidden]``.
+    """
+
+    layers: list[int]
+    turn_means: torch.Tensor
+    last_prompt: torch.Tensor | None
+    tokens: torch.Tensor | None = None
+
+
+def with_reply(prompt: FormattedConversation, reply_ids: list[int], text: str = "") -> FormattedConversation:
+    """The conversation ``prompt`` continued by the assistant reply ``reply_ids`` (as tokens).
+
+    Teacher forcing over exactly the generated token ids reproduces the generation pass;
+    re-tokenizing decoded text may split words differently.
+
+    Example:
+        >>> p = FormattedConversation("", [5, 6, 7], [], "plain", generation_start=3)
+        >>> with_reply(p, [8, 9]).spans
+        [TokenSpan(message_index=0, role='assistant', start=3, end=5)]
+    """
+    if prompt.generation_start is None:
+        raise PersonaspaceError(
+            "with_reply needs a prompt formatted with add_generation_prompt=True",
+            fix="format the prompt with add_generation_prompt=True",
+        )
+    start = len(prompt.input_ids)
+    span = TokenSpan(len(prompt.spans), "assistant", start, start + len(reply_ids))
+    return FormattedConversation(
+        text=prompt.text + text,
+        input_ids=prompt.input_ids + list(reply_ids),
+        spans=[*prompt.spans, span],
+        format=prompt.format,
+        generation_start=None,
+        messages=[*prompt.messages, Message("assistant", text)],
+    )
+
+
+def _last_prompt_index(conv: FormattedConversation) -> int:
+    if conv.generation_start is not None:
+        return conv.generation_start - 1
+    turns = conv.spans_of("assistant")
+    return (turns[-1].start if turns else len(conv.input_ids)) - 1
+
+
+def capture_conversations(
+    lm: LoadedModel,
+    conversations: Sequence[FormattedConversation],
+    *,
+    layers: list[int] | None = None,
+    all_tokens: bool = False,
+    batch_size: int = 8,
+) -> list[TurnCapture]:
+    """One forward pass per batch over whole conversations; means over assistant spans.
+
+    The reduction happens inside the hooks (a span-weight matrix times the block output),
+    so memory stays at one layer's activations whatever the conversation length.
+
+    Example:
+        >>> caps = capture_conversations(lm, [conv], layers=[10])  # doctest: +SKIP
+        >>> caps[0].turn_means.shape  # doctest: +SKIP
+        torch.Size([1, 1, 576])
+    """
+    chosen = lm.adapter.check_layers(layers)
+    results: list[TurnCapture] = []
+    for start in range(0, len(conversations), batch_size):
+        batch = list(conversations[start : start + batch_size])
+        for conv in batch:
+            if not conv.input_ids:
+                raise PersonaspaceError("a conversation has no tokens", fix="give it some text")
+        ids, mask = _left_pad([c.input_ids for c in batch], int(lm.tokenizer.pad_token_id))
+        width = ids.shape[1]
+        n_turns = max((len(c.spans_of("assistant")) for c in batch), default=0)
+        weights = torch.zeros(len(batch), max(n_turns, 1), width)
+        last_index = torch.zeros(len(batch), dtype=torch.long)
+        for row, conv in enumerate(batch):
+            offset = width - len(conv.input_ids)
+            for turn, span in enumerate(conv.spans_of("assistant")):
+                if len(span):
+                    weights[row, turn, offset + span.start : offset + span.end] = 1.0 / len(span)
+            last_index[row] = offset + max(_last_prompt_index(conv), 0)
+        n, hidden = len(chosen), lm.adapter.hidden_size
+        means = torch.zeros(len(batch), max(n_turns, 1), n, hidden)
+        lasts = torch.zeros(len(batch), n, hidden)
+        per_token: list[torch.Tensor] = [torch.empty(0)] * n
+
+        def on_block(position: int, hidden_states: torch.Tensor) -> None:
+            states = hidden_states.float().cpu()
+            means[:, :, position, :] = torch.einsum("bst,bth->bsh", weights, states)
+            lasts[:, position, :] = states[torch.arange(len(batch)), last_index]
+            if all_tokens:
+                per_token[position] = states
+
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        device = lm.device
+        with torch.inference_mode(), residual_hooks(lm.model, lm.adapter, chosen, on_block):
+            lm.model(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=positions.to(device),
+                use_cache=False,
+                logits_to_keep=1,
+            )
+        for row, conv in enumerate(batch):
+            turns = len(conv.spans_of("assistant"))
+            tokens = None
+            if all_tokens:
+                tokens = torch.stack([t[row, width - len(conv.input_ids) :] for t in per_token], 1)
+            empty = [i for i, s in enumerate(conv.spans_of("assistant")) if not len(s)]
+            turn_means = means[row, :turns].clone()
+            turn_means[empty] = torch.nan
+            results.append(TurnCapture(chosen, turn_means, lasts[row].clone(), tokens))
+    return results
