@@ -1,0 +1,1 @@
+"""The ``personaspace`` command line: thin edges over the library."""
