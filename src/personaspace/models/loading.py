@@ -58,7 +58,10 @@ def _quiet_transformers() -> None:
 
 def _from_folder(folder: Path, dtype: torch.dtype, device: str) -> tuple[nn.Module, Any]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     try:
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
@@ -67,7 +70,10 @@ def _from_folder(folder: Path, dtype: torch.dtype, device: str) -> tuple[nn.Modu
             f"{folder} has no readable config.json ({_first_line(err)})",
             fix="point at a Hugging Face model folder (config.json + weights) or a .gguf file",
         ) from err
-    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+    encoder_only = config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(
+        config, "is_decoder", False
+    )
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or encoder_only:
         raise PersonaspaceError(
             f"{folder} holds a '{config.model_type}' model, which is not a causal language model",
             fix="personaspace needs a decoder-only causal LM (e.g. Llama, Qwen, Gemma, GPT-2)",
@@ -134,6 +140,25 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def load_tokenizer(spec: str) -> Any:
+    """The tokenizer of a bundled alias or local folder, without keeping the model in memory.
+
+    Example:
+        >>> tok = load_tokenizer("smollm2-135m-instruct")  # doctest: +SKIP
+        >>> tok.padding_side  # doctest: +SKIP
+        'left'
+    """
+    from transformers import AutoTokenizer
+
+    bundled = BUNDLED_MODELS.get(spec)
+    if bundled is None:
+        return load_model(spec).tokenizer
+    folder = cache.gguf_cache_dir(bundled.locate_gguf(cache.cache_root()))
+    if not cache.is_cached(folder):
+        return load_model(spec).tokenizer  # writes the cache on the way
+    return prepare_tokenizer(AutoTokenizer.from_pretrained(folder, local_files_only=True))
 
 
 def load_model(

@@ -1,0 +1,93 @@
+"""Integration tests on the real bundled SmolLM2-135M-Instruct."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from personaspace import load_model
+from personaspace.capture import SamplingConfig, capture_conversations, generate, with_reply
+from personaspace.conversation import format_conversation
+
+pytestmark = pytest.mark.integration
+
+QUESTIONS = [
+    "Hi!",
+    "What is your favourite colour, and why do you like it so much more than the others?",
+    "Describe the sea in one sentence.",
+]
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a - b).norm(dim=-1) / b.norm(dim=-1)
+
+
+@pytest.fixture(scope="module")
+def prompts(smollm2):  # type: ignore[no-untyped-def]
+    return [
+        format_conversation(
+            smollm2.tokenizer,
+            [{"role": "system", "content": "You are a grumpy lighthouse keeper."},
+             {"role": "user", "content": q}],
+            add_generation_prompt=True,
+        )
+        for q in QUESTIONS
+    ]
+
+
+def test_single_pass_equals_teacher_forced_per_layer(smollm2, prompts) -> None:  # type: ignore[no-untyped-def]
+    config = SamplingConfig(max_new_tokens=24, temperature=0.7, top_p=0.9, seed=11)
+    gens = generate(smollm2, prompts, config, batch_size=3)
+    forced = capture_conversations(
+        smollm2, [with_reply(p, g.token_ids) for p, g in zip(prompts, gens)]
+    )
+    assert any(g.finish_reason == "stop" for g in gens) or all(
+        len(g.token_ids) == 24 for g in gens
+    )
+    for g, f in zip(gens, forced):
+        assert g.response_mean.shape == (30, 576)
+        assert float(rel_err(g.response_mean, f.turn_means[0]).max()) <= 1e-4
+
+
+def test_retokenized_transcript_gives_same_vector_when_tokens_agree(smollm2, prompts) -> None:  # type: ignore[no-untyped-def]
+    [g] = generate(smollm2, prompts[:1], SamplingConfig(max_new_tokens=20))
+    conv = format_conversation(
+        smollm2.tokenizer,
+        [*[{"role": m.role, "content": m.content} for m in prompts[0].messages],
+         {"role": "assistant", "content": g.text}],
+    )
+    span = conv.spans_of("assistant")[0]
+    assert conv.input_ids[span.start : span.end] == g.token_ids  # same tokens here
+    [f] = capture_conversations(smollm2, [conv])
+    assert float(rel_err(g.response_mean, f.turn_means[0]).max()) <= 1e-4
+
+
+def test_batch_equals_one_by_one(smollm2, prompts) -> None:  # type: ignore[no-untyped-def]
+    config = SamplingConfig(max_new_tokens=16)
+    batched = generate(smollm2, prompts, config, batch_size=3)
+    for p, b in zip(prompts, batched):
+        [alone] = generate(smollm2, [p], config)
+        assert alone.token_ids == b.token_ids
+        assert float(rel_err(b.response_mean, alone.response_mean).max()) <= 1e-4
+
+
+def test_outputs_bit_identical_to_fresh_load_after_capture(smollm2, prompts) -> None:  # type: ignore[no-untyped-def]
+    ids = torch.tensor([prompts[0].input_ids])
+    generate(smollm2, prompts, SamplingConfig(max_new_tokens=8), batch_size=3,
+             reductions=("response_mean", "last_prompt", "all_tokens"))
+    fresh = load_model("smollm2-135m-instruct")
+    with torch.inference_mode():
+        assert torch.equal(smollm2.model(ids).logits, fresh.model(ids).logits)
+
+
+def test_cached_weights_equal_direct_gguf_dequantization(smollm2) -> None:  # type: ignore[no-untyped-def]
+    from transformers import AutoModelForCausalLM
+
+    from personaspace.models.bundled import BUNDLED_MODELS
+    from personaspace.models.cache import cache_root
+
+    gguf = BUNDLED_MODELS["smollm2-135m-instruct"].locate_gguf(cache_root())
+    direct = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    cached = smollm2.model.state_dict()
+    for name, tensor in direct.state_dict().items():
+        assert torch.equal(tensor, cached[name]), name
