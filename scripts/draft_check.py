@@ -4,6 +4,7 @@ Usage: python scripts/draft_check.py roles|traits|other
 Near-duplicates are measured as Jaccard similarity of word 3-gram sets (lower-cased,
 punctuation stripped). Anything >= 0.35 is reported as too similar.
 """
+
 import itertools
 import json
 import re
@@ -43,7 +44,12 @@ def main() -> None:
                 assert len(r["prompts"]) >= 5, (f, r["name"])
                 for i, p in enumerate(r["prompts"]):
                     texts.append((f"{f.name}:{r['name']}[{i}]", p))
-        print("roles:", len(names), "duplicate names:", sorted({n for n in names if names.count(n) > 1}))
+        print(
+            "roles:",
+            len(names),
+            "duplicate names:",
+            sorted({n for n in names if names.count(n) > 1}),
+        )
     elif what == "traits":
         texts, names = [], []
         for f in sorted((DATA / "traits").glob("*.json")):
@@ -53,7 +59,12 @@ def main() -> None:
                 assert len(t["evaluation_questions"]) >= 20, (f, t["name"])
                 for i, p in enumerate(t["pairs"]):
                     texts.append((f"{f.name}:{t['name']}[{i}].pos", p["pos"]))
-        print("traits:", len(names), "duplicate names:", sorted({n for n in names if names.count(n) > 1}))
+        print(
+            "traits:",
+            len(names),
+            "duplicate names:",
+            sorted({n for n in names if names.count(n) > 1}),
+        )
     else:
         for f in sorted(DATA.glob("*.json")) + sorted((DATA / "scenarios").glob("*.json")):
             print(f.name, len(json.loads(f.read_text())))

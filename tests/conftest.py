@@ -38,32 +38,65 @@ def char_tokenizer(chat_template: str | None = CHATML) -> PreTrainedTokenizerFas
 
 VOCAB = len(SPECIALS) + len(CHARS)
 TINY = dict(
-    vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-    pad_token_id=0, bos_token_id=1, eos_token_id=3,
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=3,
 )
 ARCHITECTURES = [
-    "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "gemma3", "phi3",
-    "gpt2", "gpt_neox",
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "gemma3",
+    "phi3",
+    "gpt2",
+    "gpt_neox",
 ]
 
 
 def tiny_config(model_type: str):  # type: ignore[no-untyped-def]
     if model_type == "gpt2":
         return AutoConfig.for_model(
-            "gpt2", vocab_size=VOCAB, n_embd=32, n_layer=3, n_head=4, n_positions=512,
-            bos_token_id=1, eos_token_id=3, pad_token_id=0,
+            "gpt2",
+            vocab_size=VOCAB,
+            n_embd=32,
+            n_layer=3,
+            n_head=4,
+            n_positions=512,
+            bos_token_id=1,
+            eos_token_id=3,
+            pad_token_id=0,
         )
     if model_type == "gpt_neox":
         return AutoConfig.for_model(
-            "gpt_neox", vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
-            num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=512,
-            bos_token_id=1, eos_token_id=3, pad_token_id=0,
+            "gpt_neox",
+            vocab_size=VOCAB,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            max_position_embeddings=512,
+            bos_token_id=1,
+            eos_token_id=3,
+            pad_token_id=0,
         )
     if model_type == "gemma3":
         return AutoConfig.for_model(
-            "gemma3", text_config=dict(TINY, head_dim=8, model_type="gemma3_text"),
-            bos_token_id=1, eos_token_id=3, pad_token_id=0,
+            "gemma3",
+            text_config=dict(TINY, head_dim=8, model_type="gemma3_text"),
+            bos_token_id=1,
+            eos_token_id=3,
+            pad_token_id=0,
         )
     extra = {"head_dim": 8} if model_type.startswith("gemma") or model_type == "qwen3" else {}
     return AutoConfig.for_model(model_type, **TINY, **extra)
@@ -74,8 +107,12 @@ def tiny_lm(model_type: str = "llama", seed: int = 0) -> LoadedModel:
     model = AutoModelForCausalLM.from_config(tiny_config(model_type)).eval()
     model.generation_config.eos_token_id = 3
     return LoadedModel(
-        model=model, tokenizer=char_tokenizer(), adapter=adapter_for(model),
-        model_id=f"tiny-{model_type}", display_name="Tiny", chat_tuned=True,
+        model=model,
+        tokenizer=char_tokenizer(),
+        adapter=adapter_for(model),
+        model_id=f"tiny-{model_type}",
+        display_name="Tiny",
+        chat_tuned=True,
     )
 
 

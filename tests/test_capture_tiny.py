@@ -31,8 +31,13 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_single_pass_equals_teacher_forced(model_type: str) -> None:
     lm = tiny_lm(model_type)
     prompts = prompts_for(lm)
-    gens = generate(lm, prompts, SamplingConfig(max_new_tokens=12), batch_size=4,
-                    reductions=("response_mean", "last_prompt"))
+    gens = generate(
+        lm,
+        prompts,
+        SamplingConfig(max_new_tokens=12),
+        batch_size=4,
+        reductions=("response_mean", "last_prompt"),
+    )
     forced = capture_conversations(lm, [with_reply(p, g.token_ids) for p, g in zip(prompts, gens)])
     for g, f in zip(gens, forced):
         assert len(g.token_ids) > 0
@@ -103,11 +108,18 @@ def test_stop_string_cuts_reply_and_mean() -> None:
 def test_all_tokens_reduction_covers_prompt_and_reply() -> None:
     lm = tiny_lm("qwen2")
     prompts = prompts_for(lm, ["Hi", "Why not?"])
-    gens = generate(lm, prompts, SamplingConfig(max_new_tokens=6), layers=[0, -1],
-                    reductions=("all_tokens", "response_mean"), batch_size=2)
+    gens = generate(
+        lm,
+        prompts,
+        SamplingConfig(max_new_tokens=6),
+        layers=[0, -1],
+        reductions=("all_tokens", "response_mean"),
+        batch_size=2,
+    )
     for p, g in zip(prompts, gens):
-        forced = capture_conversations(lm, [with_reply(p, g.token_ids)], layers=[0, 2],
-                                       all_tokens=True)[0]
+        forced = capture_conversations(
+            lm, [with_reply(p, g.token_ids)], layers=[0, 2], all_tokens=True
+        )[0]
         assert g.tokens.shape == (len(p.input_ids) + len(g.token_ids), 2, 32)
         assert rel_err(g.tokens, forced.tokens) <= 1e-4
         assert g.layers == [0, 2]
@@ -118,8 +130,13 @@ def test_hooks_are_gone_and_outputs_bit_identical_after_capture() -> None:
     ids = torch.tensor([prompts_for(lm, ["Hello there"])[0].input_ids])
     with torch.inference_mode():
         before = lm.model(ids).logits.clone()
-    generate(lm, prompts_for(lm), SamplingConfig(max_new_tokens=5), batch_size=2,
-             reductions=("response_mean", "last_prompt", "all_tokens"))
+    generate(
+        lm,
+        prompts_for(lm),
+        SamplingConfig(max_new_tokens=5),
+        batch_size=2,
+        reductions=("response_mean", "last_prompt", "all_tokens"),
+    )
     capture_conversations(lm, prompts_for(lm))
     assert all(not block._forward_hooks for block in lm.adapter.layers(lm.model))
     with torch.inference_mode():
@@ -142,10 +159,15 @@ def test_hooks_removed_when_generation_raises() -> None:
 
 def test_multi_turn_teacher_forced_turn_means() -> None:
     lm = tiny_lm("gemma2")
-    conv = format_conversation(lm.tokenizer, [
-        {"role": "user", "content": "One"}, {"role": "assistant", "content": "Two two"},
-        {"role": "user", "content": "Three"}, {"role": "assistant", "content": "Four!"},
-    ])
+    conv = format_conversation(
+        lm.tokenizer,
+        [
+            {"role": "user", "content": "One"},
+            {"role": "assistant", "content": "Two two"},
+            {"role": "user", "content": "Three"},
+            {"role": "assistant", "content": "Four!"},
+        ],
+    )
     [cap] = capture_conversations(lm, [conv], all_tokens=True)
     spans = conv.spans_of("assistant")
     assert cap.turn_means.shape == (2, 3, 32)

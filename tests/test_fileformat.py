@@ -13,8 +13,11 @@ from personaspace.fileformat import atomic_write, load_vectors, save_vectors, wr
 
 def test_round_trip_keeps_tensors_and_metadata(tmp_path) -> None:  # type: ignore[no-untyped-def]
     axis = torch.randn(4, 8)
-    path = save_vectors(tmp_path / "a.safetensors", {"axis": axis},
-                        {"model_id": "m", "layers": [0, 1, 2, 3], "hidden_size": 8})
+    path = save_vectors(
+        tmp_path / "a.safetensors",
+        {"axis": axis},
+        {"model_id": "m", "layers": [0, 1, 2, 3], "hidden_size": 8},
+    )
     tensors, meta = load_vectors(path)
     assert torch.equal(tensors["axis"], axis)
     assert meta["layers"] == [0, 1, 2, 3] and meta["personaspace_version"]

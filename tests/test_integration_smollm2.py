@@ -27,8 +27,10 @@ def prompts(smollm2):  # type: ignore[no-untyped-def]
     return [
         format_conversation(
             smollm2.tokenizer,
-            [{"role": "system", "content": "You are a grumpy lighthouse keeper."},
-             {"role": "user", "content": q}],
+            [
+                {"role": "system", "content": "You are a grumpy lighthouse keeper."},
+                {"role": "user", "content": q},
+            ],
             add_generation_prompt=True,
         )
         for q in QUESTIONS
@@ -41,9 +43,7 @@ def test_single_pass_equals_teacher_forced_per_layer(smollm2, prompts) -> None: 
     forced = capture_conversations(
         smollm2, [with_reply(p, g.token_ids) for p, g in zip(prompts, gens)]
     )
-    assert any(g.finish_reason == "stop" for g in gens) or all(
-        len(g.token_ids) == 24 for g in gens
-    )
+    assert any(g.finish_reason == "stop" for g in gens) or all(len(g.token_ids) == 24 for g in gens)
     for g, f in zip(gens, forced):
         assert g.response_mean.shape == (30, 576)
         assert float(rel_err(g.response_mean, f.turn_means[0]).max()) <= 1e-4
@@ -53,8 +53,10 @@ def test_retokenized_transcript_gives_same_vector_when_tokens_agree(smollm2, pro
     [g] = generate(smollm2, prompts[:1], SamplingConfig(max_new_tokens=20))
     conv = format_conversation(
         smollm2.tokenizer,
-        [*[{"role": m.role, "content": m.content} for m in prompts[0].messages],
-         {"role": "assistant", "content": g.text}],
+        [
+            *[{"role": m.role, "content": m.content} for m in prompts[0].messages],
+            {"role": "assistant", "content": g.text},
+        ],
     )
     span = conv.spans_of("assistant")[0]
     assert conv.input_ids[span.start : span.end] == g.token_ids  # same tokens here
@@ -73,8 +75,13 @@ def test_batch_equals_one_by_one(smollm2, prompts) -> None:  # type: ignore[no-u
 
 def test_outputs_bit_identical_to_fresh_load_after_capture(smollm2, prompts) -> None:  # type: ignore[no-untyped-def]
     ids = torch.tensor([prompts[0].input_ids])
-    generate(smollm2, prompts, SamplingConfig(max_new_tokens=8), batch_size=3,
-             reductions=("response_mean", "last_prompt", "all_tokens"))
+    generate(
+        smollm2,
+        prompts,
+        SamplingConfig(max_new_tokens=8),
+        batch_size=3,
+        reductions=("response_mean", "last_prompt", "all_tokens"),
+    )
     fresh = load_model("smollm2-135m-instruct")
     with torch.inference_mode():
         assert torch.equal(smollm2.model(ids).logits, fresh.model(ids).logits)

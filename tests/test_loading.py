@@ -13,8 +13,11 @@ from personaspace import PersonaspaceError, load_model
 from personaspace.models import adapter_for
 from personaspace.models.adapters import LAYER_PATHS
 
-EXPECTED_PATHS = {"gpt2": "transformer.h", "gpt_neox": "gpt_neox.layers",
-                  "gemma3": "model.language_model.layers"}
+EXPECTED_PATHS = {
+    "gpt2": "transformer.h",
+    "gpt_neox": "gpt_neox.layers",
+    "gemma3": "model.language_model.layers",
+}
 
 
 @pytest.mark.parametrize("model_type", ARCHITECTURES)
@@ -40,7 +43,7 @@ def test_unsupported_architecture_is_a_clear_error() -> None:
 
 def test_layer_out_of_range() -> None:
     adapter = adapter_for(AutoModelForCausalLM.from_config(tiny_config("llama")))
-    with pytest.raises(PersonaspaceError, match="layer 3 is out of range.*between 0 and 2"):
+    with pytest.raises(PersonaspaceError, match="layer 3 is out of range.*from 0 to 2"):
         adapter.check_layers([3])
     with pytest.raises(PersonaspaceError, match="same layer twice"):
         adapter.check_layers([1, -2])
@@ -80,14 +83,22 @@ def test_missing_and_corrupt_files(tmp_path) -> None:  # type: ignore[no-untyped
 
 
 def test_non_causal_checkpoint_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
-                                num_attention_heads=2, intermediate_size=32))
+    bert = BertModel(
+        BertConfig(
+            vocab_size=50,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+        )
+    )
     bert.save_pretrained(tmp_path)
     with pytest.raises(PersonaspaceError, match="'bert' model, which is not a causal"):
         load_model(str(tmp_path))
     t5 = tmp_path / "t5"
-    T5Model(T5Config(vocab_size=50, d_model=16, num_layers=1, num_heads=2, d_kv=8,
-                     d_ff=32)).save_pretrained(t5)
+    T5Model(
+        T5Config(vocab_size=50, d_model=16, num_layers=1, num_heads=2, d_kv=8, d_ff=32)
+    ).save_pretrained(t5)
     with pytest.raises(PersonaspaceError, match="'t5' model, which is not a causal"):
         load_model(str(t5))
 
@@ -111,9 +122,15 @@ def test_local_folder_loads(tmp_path) -> None:  # type: ignore[no-untyped-def]
 def test_bundled_models_load_with_expected_shapes() -> None:
     smol = load_model("smollm2-135m-instruct")
     assert (smol.adapter.model_type, smol.adapter.n_layers, smol.adapter.hidden_size) == (
-        "llama", 30, 576)
+        "llama",
+        30,
+        576,
+    )
     assert smol.chat_tuned
     gemma = load_model("gemma-3-270m")
     assert (gemma.adapter.model_type, gemma.adapter.n_layers, gemma.adapter.hidden_size) == (
-        "gemma3_text", 18, 640)
+        "gemma3_text",
+        18,
+        640,
+    )
     assert not gemma.chat_tuned

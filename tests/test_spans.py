@@ -50,8 +50,11 @@ def test_chatml_smollm2(smol_tok) -> None:  # type: ignore[no-untyped-def]
     conv = format_conversation(smol_tok, CONV)
     assert conv.format == "chat_template"
     assert spans(conv) == [
-        ("system", 3, 7), ("user", 12, 14), ("assistant", 20, 25),
-        ("user", 30, 34), ("assistant", 40, 43),
+        ("system", 3, 7),
+        ("user", 12, 14),
+        ("assistant", 20, 25),
+        ("user", 30, 34),
+        ("assistant", 40, 43),
     ]
     assert decoded(smol_tok, conv) == CONTENTS
     assert conv.input_ids[25] == smol_tok.convert_tokens_to_ids("<|im_end|>")
@@ -73,21 +76,35 @@ def test_gemma_template_folds_rejected_system_role(gemma_tok) -> None:  # type: 
     assert conv.format == "chat_template+folded_system"
     assert conv.text.startswith("<bos><start_of_turn>user\nBe a pirate.\n\nHi there<end_of_turn>")
     assert spans(conv) == [
-        ("system", 4, 8), ("user", 9, 11), ("assistant", 16, 21),
-        ("user", 26, 30), ("assistant", 35, 38),
+        ("system", 4, 8),
+        ("user", 9, 11),
+        ("assistant", 16, 21),
+        ("user", 26, 30),
+        ("assistant", 35, 38),
     ]
     assert decoded(gemma_tok, conv) == CONTENTS
 
 
 def test_llama3_template(smol_tok) -> None:  # type: ignore[no-untyped-def]
     tok = load_tokenizer("smollm2-135m-instruct")
-    tok.add_special_tokens({"additional_special_tokens": [
-        "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]})
+    tok.add_special_tokens(
+        {
+            "additional_special_tokens": [
+                "<|begin_of_text|>",
+                "<|start_header_id|>",
+                "<|end_header_id|>",
+                "<|eot_id|>",
+            ]
+        }
+    )
     tok.chat_template = (TEMPLATES / "llama3_like.jinja").read_text()
     conv = format_conversation(tok, CONV)
     assert spans(conv) == [
-        ("system", 6, 10), ("user", 16, 18), ("assistant", 25, 30),
-        ("user", 36, 40), ("assistant", 47, 50),
+        ("system", 6, 10),
+        ("user", 16, 18),
+        ("assistant", 25, 30),
+        ("user", 36, 40),
+        ("assistant", 47, 50),
     ]
     assert decoded(tok, conv) == CONTENTS
 
@@ -98,8 +115,11 @@ def test_qwen3_template_excludes_empty_think_blocks() -> None:
     conv = format_conversation(tok, CONV)
     # tokens 20-29 are "<think>\n\n</think>\n\n": template, not content.
     assert spans(conv) == [
-        ("system", 3, 7), ("user", 12, 14), ("assistant", 30, 35),
-        ("user", 40, 44), ("assistant", 60, 63),
+        ("system", 3, 7),
+        ("user", 12, 14),
+        ("assistant", 30, 35),
+        ("user", 40, 44),
+        ("assistant", 60, 63),
     ]
     assert tok.decode(conv.input_ids[20:30]) == "<think>\n\n</think>\n\n"
     prompt = format_conversation(
@@ -118,8 +138,11 @@ def test_plain_transcript_for_base_model(gemma_tok) -> None:  # type: ignore[no-
     )
     # SentencePiece attaches the space after "Assistant:" to the first content token.
     assert spans(conv) == [
-        ("system", 1, 5), ("user", 8, 10), ("assistant", 13, 18),
-        ("user", 21, 25), ("assistant", 28, 31),
+        ("system", 1, 5),
+        ("user", 8, 10),
+        ("assistant", 13, 18),
+        ("user", 21, 25),
+        ("assistant", 28, 31),
     ]
     assert decoded(gemma_tok, conv) == CONTENTS
     prompt = format_conversation(gemma_tok, CONV[:4], add_generation_prompt=True)

@@ -85,7 +85,9 @@ def read_json(path: str | Path) -> Any:
     except FileNotFoundError as err:
         raise PersonaspaceError(f"no such file: {path}", fix="check the path") from err
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise PersonaspaceError(f"{path} is not valid JSON ({err})", fix="fix or regenerate it") from err
+        raise PersonaspaceError(
+            f"{path} is not valid JSON ({err})", fix="fix or regenerate it"
+        ) from err
 
 
 def save_vectors(

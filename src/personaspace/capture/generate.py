@@ -170,8 +170,9 @@ class _BatchRun:
         from transformers import DynamicCache
 
         cache = DynamicCache(config=model.config)
-        with torch.inference_mode(), residual_hooks(
-            model, self.lm.adapter, self.layers, self.on_block
+        with (
+            torch.inference_mode(),
+            residual_hooks(model, self.lm.adapter, self.layers, self.on_block),
         ):
             out = model(
                 input_ids=ids,

@@ -31,7 +31,9 @@ class TurnCapture:
     tokens: torch.Tensor | None = None
 
 
-def with_reply(prompt: FormattedConversation, reply_ids: list[int], text: str = "") -> FormattedConversation:
+def with_reply(
+    prompt: FormattedConversation, reply_ids: list[int], text: str = ""
+) -> FormattedConversation:
     """The conversation ``prompt`` continued by the assistant reply ``reply_ids`` (as tokens).
 
     Teacher forcing over exactly the generated token ids reproduces the generation pass;
@@ -85,52 +87,60 @@ def capture_conversations(
         torch.Size([1, 1, 576])
     """
     chosen = lm.adapter.check_layers(layers)
+    for conv in conversations:
+        if not conv.input_ids:
+            raise PersonaspaceError("a conversation has no tokens", fix="give it some text")
     results: list[TurnCapture] = []
     for start in range(0, len(conversations), batch_size):
         batch = list(conversations[start : start + batch_size])
-        for conv in batch:
-            if not conv.input_ids:
-                raise PersonaspaceError("a conversation has no tokens", fix="give it some text")
-        ids, mask = _left_pad([c.input_ids for c in batch], int(lm.tokenizer.pad_token_id))
-        width = ids.shape[1]
-        n_turns = max((len(c.spans_of("assistant")) for c in batch), default=0)
-        weights = torch.zeros(len(batch), max(n_turns, 1), width)
-        last_index = torch.zeros(len(batch), dtype=torch.long)
-        for row, conv in enumerate(batch):
-            offset = width - len(conv.input_ids)
-            for turn, span in enumerate(conv.spans_of("assistant")):
-                if len(span):
-                    weights[row, turn, offset + span.start : offset + span.end] = 1.0 / len(span)
-            last_index[row] = offset + max(_last_prompt_index(conv), 0)
-        n, hidden = len(chosen), lm.adapter.hidden_size
-        means = torch.zeros(len(batch), max(n_turns, 1), n, hidden)
-        lasts = torch.zeros(len(batch), n, hidden)
-        per_token: list[torch.Tensor] = [torch.empty(0)] * n
+        results.extend(_capture_batch(lm, batch, chosen, all_tokens))
+    return results
 
-        def on_block(position: int, hidden_states: torch.Tensor) -> None:
-            states = hidden_states.float().cpu()
-            means[:, :, position, :] = torch.einsum("bst,bth->bsh", weights, states)
-            lasts[:, position, :] = states[torch.arange(len(batch)), last_index]
-            if all_tokens:
-                per_token[position] = states
 
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        device = lm.device
-        with torch.inference_mode(), residual_hooks(lm.model, lm.adapter, chosen, on_block):
-            lm.model(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                position_ids=positions.to(device),
-                use_cache=False,
-                logits_to_keep=1,
-            )
-        for row, conv in enumerate(batch):
-            turns = len(conv.spans_of("assistant"))
-            tokens = None
-            if all_tokens:
-                tokens = torch.stack([t[row, width - len(conv.input_ids) :] for t in per_token], 1)
-            empty = [i for i, s in enumerate(conv.spans_of("assistant")) if not len(s)]
-            turn_means = means[row, :turns].clone()
-            turn_means[empty] = torch.nan
-            results.append(TurnCapture(chosen, turn_means, lasts[row].clone(), tokens))
+def _capture_batch(
+    lm: LoadedModel, batch: list[FormattedConversation], chosen: list[int], all_tokens: bool
+) -> list[TurnCapture]:
+    ids, mask = _left_pad([c.input_ids for c in batch], int(lm.tokenizer.pad_token_id))
+    width = ids.shape[1]
+    n_turns = max((len(c.spans_of("assistant")) for c in batch), default=0)
+    weights = torch.zeros(len(batch), max(n_turns, 1), width)
+    last_index = torch.zeros(len(batch), dtype=torch.long)
+    for row, conv in enumerate(batch):
+        offset = width - len(conv.input_ids)
+        for turn, span in enumerate(conv.spans_of("assistant")):
+            if len(span):
+                weights[row, turn, offset + span.start : offset + span.end] = 1.0 / len(span)
+        last_index[row] = offset + max(_last_prompt_index(conv), 0)
+    n, hidden = len(chosen), lm.adapter.hidden_size
+    means = torch.zeros(len(batch), max(n_turns, 1), n, hidden)
+    lasts = torch.zeros(len(batch), n, hidden)
+    per_token: list[torch.Tensor] = [torch.empty(0)] * n
+    rows = torch.arange(len(batch))
+
+    def on_block(position: int, hidden_states: torch.Tensor) -> None:
+        states = hidden_states.float().cpu()
+        means[:, :, position, :] = torch.einsum("bst,bth->bsh", weights, states)
+        lasts[:, position, :] = states[rows, last_index]
+        if all_tokens:
+            per_token[position] = states
+
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    device = lm.device
+    with torch.inference_mode(), residual_hooks(lm.model, lm.adapter, chosen, on_block):
+        lm.model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            use_cache=False,
+            logits_to_keep=1,
+        )
+    results = []
+    for row, conv in enumerate(batch):
+        spans = conv.spans_of("assistant")
+        tokens = None
+        if all_tokens:
+            tokens = torch.stack([t[row, width - len(conv.input_ids) :] for t in per_token], 1)
+        turn_means = means[row, : len(spans)].clone()
+        turn_means[[i for i, s in enumerate(spans) if not len(s)]] = torch.nan
+        results.append(TurnCapture(chosen, turn_means, lasts[row].clone(), tokens))
     return results

@@ -141,8 +141,13 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     with atomic_write(out / "replies.jsonl") as handle:
         for name, conv, g in zip(names, convs, gens):
-            row = {"persona": name, "question": conv[-1]["content"], "reply": g.text,
-                   "n_tokens": len(g.token_ids), "finish_reason": g.finish_reason}
+            row = {
+                "persona": name,
+                "question": conv[-1]["content"],
+                "reply": g.text,
+                "n_tokens": len(g.token_ids),
+                "finish_reason": g.finish_reason,
+            }
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     is_default = torch.tensor([n == "default" for n in names])
     default_mean, role_mean = means[is_default].mean(0), means[~is_default].mean(0)
@@ -152,10 +157,16 @@ def run_demo(args: argparse.Namespace) -> int:
         {"layer": layer, "mean_norm": float(norms[i]), "cos_default_vs_roles": float(cosine[i])}
         for i, layer in enumerate(layers)
     ]
-    write_json(out / "summary.json", {
-        "model_id": lm.model_id, "layers": rows, "load_s": loaded_s,
-        "total_s": time.perf_counter() - started, "n_replies": len(gens),
-    })
+    write_json(
+        out / "summary.json",
+        {
+            "model_id": lm.model_id,
+            "layers": rows,
+            "load_s": loaded_s,
+            "total_s": time.perf_counter() - started,
+            "n_replies": len(gens),
+        },
+    )
     print(f"\n{'layer':>5} {'mean |h|':>10} {'cos(default, roles)':>20}")
     for r in rows:
         print(f"{r['layer']:>5} {r['mean_norm']:>10.2f} {r['cos_default_vs_roles']:>20.4f}")

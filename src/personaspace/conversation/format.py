@@ -58,9 +58,7 @@ class FormattedConversation:
 
 
 def _render_template(tokenizer: Any, messages: list[dict[str, str]], gen: bool, **kw: Any) -> str:
-    text = tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=gen, **kw
-    )
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen, **kw)
     assert isinstance(text, str)
     return text
 
@@ -104,7 +102,9 @@ def _chat_char_spans(
     text += pieces[-1]
     real = [{"role": m.role, "content": m.content} for m in messages]
     direct = _render_template(
-        tokenizer, _fold_system(messages) if mode.endswith("folded_system") else real, gen,
+        tokenizer,
+        _fold_system(messages) if mode.endswith("folded_system") else real,
+        gen,
         **template_kwargs,
     )
     if direct != text:
@@ -148,8 +148,8 @@ def format_conversation(
     Example:
         >>> from personaspace.models import load_model
         >>> tok = load_model("smollm2-135m-instruct").tokenizer  # doctest: +SKIP
-        >>> conv = format_conversation(tok, [{"role": "user", "content": "Hi"},
-        ...                                  {"role": "assistant", "content": "Hello!"}])  # doctest: +SKIP
+        >>> chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+        >>> conv = format_conversation(tok, chat)  # doctest: +SKIP
         >>> s = conv.spans_of("assistant")[0]  # doctest: +SKIP
         >>> tok.decode(conv.input_ids[s.start:s.end])  # doctest: +SKIP
         'Hello!'
@@ -179,7 +179,8 @@ def format_conversation(
     ids: list[int] = list(encoded["input_ids"])
     token_ranges = _token_spans([tuple(o) for o in encoded["offset_mapping"]], char_spans)
     spans = [
-        TokenSpan(i, m.role, r.start, r.stop) for i, (m, r) in enumerate(zip(messages, token_ranges))
+        TokenSpan(i, m.role, r.start, r.stop)
+        for i, (m, r) in enumerate(zip(messages, token_ranges))
     ]
     return FormattedConversation(
         text=text,

@@ -70,7 +70,7 @@ class ArchitectureAdapter:
             if not 0 <= index < self.n_layers:
                 raise PersonaspaceError(
                     f"layer {layer} is out of range for this {self.model_type} model",
-                    fix=f"choose layers between 0 and {self.n_layers - 1} (or negative from the end)",
+                    fix=f"choose layers from 0 to {self.n_layers - 1} (or negative, from the end)",
                 )
             resolved.append(index)
         if len(set(resolved)) != len(resolved):
