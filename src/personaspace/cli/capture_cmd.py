@@ -171,5 +171,5 @@ def run_demo(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['layer']:>5} {r['mean_norm']:>10.2f} {r['cos_default_vs_roles']:>20.4f}")
     print(f"\nexample reply (pirate): {gens[names.index('pirate')].text[:160]!r}")
-    print(f"wrote {out}/activations.safetensors, replies.jsonl, summary.json")
+    print(f"wrote {out.resolve()}/: activations.safetensors, replies.jsonl, summary.json")
     return 0
