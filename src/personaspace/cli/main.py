@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from personaspace import __version__
-from personaspace.cli import capture_cmd, models_cmd
+from personaspace.cli import axis_cmd, capture_cmd, catalogue_cmd, models_cmd
 from personaspace.errors import PersonaspaceError
 
-COMMANDS = (models_cmd, capture_cmd)
+COMMANDS = (models_cmd, catalogue_cmd, axis_cmd, capture_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

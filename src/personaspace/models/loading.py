@@ -47,7 +47,7 @@ def _bundled_names() -> str:
     return ", ".join(BUNDLED_MODELS)
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     # Library code does not print: silence transformers' own warnings and progress bars.
     from transformers.utils import logging as hf_logging
 
@@ -180,7 +180,7 @@ def load_model(
         >>> lm.adapter.n_layers, lm.adapter.hidden_size  # doctest: +SKIP
         (30, 576)
     """
-    _quiet_transformers()
+    quiet_transformers()
     spec = spec.strip()
     if not spec:
         raise PersonaspaceError("the model spec is empty", fix=f"use one of: {_bundled_names()}")

@@ -1,0 +1,151 @@
+"""Presets: deterministic subsets of the catalogue sized for a test, a laptop, or the paper.
+
+``tiny``   a handful of roles, 1 prompt each, 2 questions: for tests.
+``quick``  about 50 roles spanning every category, 2 prompts each, 8 questions: the default,
+           a run of a few minutes on a laptop CPU with the bundled model.
+``full``   everything: every role with all its prompts and every question (the published
+           scale: 5 prompts x 240 questions per role), every trait.
+
+Subsets are chosen by rule, not by chance: roles are dealt round-robin across categories in
+a fixed order (reference roles first, then by name), so a preset names the same roles on
+every machine and every run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from personaspace.catalogue.types import Catalogue, Question, Role, Trait
+from personaspace.errors import PersonaspaceError
+
+PresetName = Literal["tiny", "quick", "full"]
+PRESETS: tuple[str, ...] = ("tiny", "quick", "full")
+
+# Roles the published analysis singles out (either end of PC1); included whenever present.
+REFERENCE_ROLES = (
+    "therapist",
+    "consultant",
+    "reviewer",
+    "evaluator",
+    "coach",
+    "ghost",
+    "leviathan",
+    "bard",
+)
+KEY_TRAITS = (
+    "evil",
+    "sycophantic",
+    "hallucinating",
+    "optimistic",
+    "impolite",
+    "apathetic",
+    "humorous",
+    "extraverted",
+)
+
+
+@dataclass(frozen=True)
+class PresetSpec:
+    """How many of each thing a preset takes (``None`` = all)."""
+
+    roles: int | None
+    prompts_per_role: int | None
+    questions: int | None
+    default_prompts: int | None
+    traits: int | None
+    pairs_per_trait: int | None
+    trait_questions: int | None
+
+
+SPECS: dict[str, PresetSpec] = {
+    "tiny": PresetSpec(4, 1, 2, 1, 2, 1, 2),
+    "quick": PresetSpec(49, 2, 8, None, 8, 2, 4),
+    "full": PresetSpec(None, None, None, None, None, None, None),
+}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The concrete roles (with their chosen prompts), questions and traits of a preset."""
+
+    preset: str
+    roles: tuple[Role, ...]
+    questions: tuple[Question, ...]
+    default_prompts: tuple[str, ...]
+    traits: tuple[Trait, ...]
+    trait_questions: int | None
+
+
+def _take(items: list, n: int | None) -> list:  # type: ignore[type-arg]
+    return items if n is None else items[:n]
+
+
+def _deal_roles(catalogue: Catalogue, n: int | None) -> list[Role]:
+    by_category: dict[str, list[Role]] = {}
+    for role in sorted(
+        catalogue.roles.values(), key=lambda r: (r.name not in REFERENCE_ROLES, r.name)
+    ):
+        by_category.setdefault(role.category, []).append(role)
+    dealt: list[Role] = []
+    queues = [by_category[c] for c in sorted(by_category)]
+    while any(queues) and (n is None or len(dealt) < n):
+        for queue in queues:
+            if queue and (n is None or len(dealt) < n):
+                dealt.append(queue.pop(0))
+    return sorted(dealt, key=lambda r: (r.category, r.name))
+
+
+def select(catalogue: Catalogue, preset: str) -> Selection:
+    """Choose a preset's subset of ``catalogue``.
+
+    Example:
+        >>> from personaspace.catalogue import load_catalogue
+        >>> sel = select(load_catalogue(), "tiny")
+        >>> len(sel.roles), len(sel.roles[0].prompts), len(sel.questions)
+        (4, 1, 2)
+    """
+    if preset not in SPECS:
+        raise PersonaspaceError(
+            f"unknown preset {preset!r}", fix=f"use one of {', '.join(PRESETS)}"
+        )
+    spec = SPECS[preset]
+    roles = [
+        Role(
+            r.name,
+            r.category,
+            r.description,
+            tuple(_take(list(r.prompts), spec.prompts_per_role)),
+            r.in_role,
+        )
+        for r in _deal_roles(catalogue, spec.roles)
+    ]
+    questions = _take(sorted(catalogue.questions.values(), key=lambda q: q.id), spec.questions)
+    ordered_traits = sorted(
+        catalogue.traits.values(),
+        key=lambda t: (
+            t.name not in KEY_TRAITS,
+            KEY_TRAITS.index(t.name) if t.name in KEY_TRAITS else 0,
+            t.name,
+        ),
+    )
+    traits = [
+        Trait(
+            t.name,
+            t.group,
+            t.description,
+            tuple(_take(list(t.pairs), spec.pairs_per_trait)),
+            t.extraction_questions,
+            t.evaluation_questions,
+            t.rubric,
+        )
+        for t in _take(ordered_traits, spec.traits)
+    ]
+    return Selection(
+        preset=preset,
+        roles=tuple(roles),
+        questions=tuple(questions),
+        default_prompts=tuple(_take(list(catalogue.default_prompts), spec.default_prompts)),
+        traits=tuple(traits),
+        trait_questions=spec.trait_questions,
+    )

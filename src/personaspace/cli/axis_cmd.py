@@ -1,0 +1,129 @@
+"""``personaspace axis``: the Assistant Axis pipeline from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from tqdm import tqdm
+
+from personaspace.catalogue import PRESETS
+from personaspace.models import DEFAULT_MODEL
+from personaspace.pipeline import AxisConfig, run_axis
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser(
+        "axis", help="map a model's persona space: role/trait vectors, the Assistant Axis, PCA"
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="alias, folder, .gguf or hub id")
+    parser.add_argument("--preset", choices=PRESETS, default="quick")
+    parser.add_argument("--judge", choices=("local", "openai", "none"), default="local")
+    parser.add_argument("--out", default=None, help="run folder (default: runs/axis-MODEL-PRESET)")
+    parser.add_argument(
+        "--catalogue", metavar="DIR", default=None, help="your own catalogue folder"
+    )
+    parser.add_argument(
+        "--replace-catalogue",
+        action="store_true",
+        help="sections of --catalogue replace the built-in ones",
+    )
+    parser.add_argument("--judge-model", default=None)
+    parser.add_argument(
+        "--judge-base-url",
+        default=None,
+        help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)",
+    )
+    parser.add_argument("--judge-api-key", default=None, help="default: $OPENAI_API_KEY")
+    parser.add_argument("--judge-concurrency", type=int, default=4)
+    parser.add_argument("--judge-rate", type=float, default=5.0, help="requests per second")
+    parser.add_argument("--score-threshold", type=int, choices=(2, 3), default=3)
+    parser.add_argument(
+        "--min-count", type=int, default=4, help="roles with fewer kept responses are dropped"
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--top-p", type=float, default=0.9)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--layer", type=int, default=None, help="analysis layer (default: middle)")
+    parser.add_argument(
+        "--normalize-rows", action="store_true", help="L2-normalise role vectors for PCA"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="discard an existing run in --out made with other settings",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = AxisConfig(
+        model=args.model,
+        preset=args.preset,
+        catalogue=args.catalogue,
+        catalogue_replace=args.replace_catalogue,
+        judge=args.judge,
+        judge_model=args.judge_model,
+        judge_base_url=args.judge_base_url,
+        judge_concurrency=args.judge_concurrency,
+        judge_rate_per_s=args.judge_rate,
+        score_threshold=args.score_threshold,
+        min_count=args.min_count,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        analysis_layer=args.layer,
+        normalize_rows=args.normalize_rows,
+    )
+    out = Path(args.out or f"runs/axis-{Path(args.model).stem}-{args.preset}")
+    bar = tqdm(desc=f"axis {args.preset} on {args.model}", unit="response", disable=None)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    api_key = args.judge_api_key or os.environ.get("OPENAI_API_KEY")
+    try:
+        result = run_axis(config, out, force=args.force, progress=progress, judge_api_key=api_key)
+    finally:
+        bar.close()
+    s = result.summary
+    at = s["analysis"]["at_analysis_layer"]
+    c = s["counts"]
+    rows = [
+        ("model", s["model_id"]),
+        (
+            "responses",
+            f"{c['responses']} ({c['role_responses']} role, {c['default_responses']} "
+            f"default, {c['trait_responses']} trait)",
+        ),
+        ("role scores 0/1/2/3/missing", " / ".join(str(v) for v in c["score_histogram"].values())),
+        ("roles kept / dropped", f"{c['roles_kept']} / {len(c['roles_dropped'])}"),
+        ("analysis layer", s["analysis"]["analysis_layer"]),
+        ("cos(axis, PC1)", f"{at['cos_axis_pc1']:.3f}  (published: > 0.71)"),
+        (
+            "PCs for 70/80/90% variance",
+            f"{at['components_70']}/{at['components_80']}/{at['components_90']}"
+            "  (published 70%: 4-19)",
+        ),
+        ("default's rank on PC1", f"{at['default_pc1_rank']} of {c['roles_kept'] + 1}"),
+        ("nearest the default", ", ".join(n for n, _ in at["nearest_to_default"][:5])),
+        ("Assistant end", ", ".join(at["assistant_end"][:5])),
+        ("far end", ", ".join(at["far_end"][:5])),
+        ("time", ", ".join(f"{k[:-2]} {v:.0f}s" for k, v in s["timings"].items())),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print()
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    print(
+        f"\nwrote {out.resolve()}/ (report.html, summary.json, axis.safetensors, vectors/, "
+        "responses.jsonl)"
+    )
+    return 0

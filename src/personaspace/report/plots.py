@@ -1,0 +1,75 @@
+"""Matplotlib figures rendered to PNG bytes (Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+
+
+def figure_png(draw: Callable[[Axes], None], size: tuple[float, float] = (7, 4.5)) -> str:
+    """Draw on a fresh axes and return the PNG as a base64 data URI."""
+    fig, ax = plt.subplots(figsize=size, dpi=110)
+    try:
+        draw(ax)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+    finally:
+        plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def scatter_roles(
+    ax: Axes,
+    xs: list[float],
+    ys: list[float],
+    colours: list[float],
+    labels: list[str],
+    marked: tuple[float, float] | None,
+    title: str,
+) -> None:
+    points = ax.scatter(xs, ys, c=colours, cmap="coolwarm", s=22)
+    plt.colorbar(points, ax=ax, label="projection on the Assistant Axis")
+    for x, y, label in zip(xs, ys, labels):
+        ax.annotate(label, (x, y), fontsize=6, alpha=0.8, xytext=(2, 2), textcoords="offset points")
+    if marked is not None:
+        ax.scatter(
+            [marked[0]], [marked[1]], marker="*", s=260, c="black", label="default (Assistant)"
+        )
+        ax.legend(loc="best", fontsize=8)
+    ax.set_xlabel("PC1")
+    ax.set_ylabel("PC2")
+    ax.set_title(title)
+
+
+def bars(ax: Axes, names: list[str], values: list[float], title: str, xlabel: str) -> None:
+    colours = ["#2b6cb0" if v >= 0 else "#c53030" for v in values]
+    ax.barh(range(len(names)), values, color=colours)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+
+
+def line(
+    ax: Axes,
+    xs: list[int],
+    ys: list[float],
+    title: str,
+    ylabel: str,
+    reference: float | None = None,
+) -> None:
+    ax.plot(xs, ys, marker="o", ms=3)
+    if reference is not None:
+        ax.axhline(reference, ls="--", c="grey", lw=1, label=f"published threshold {reference}")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)

@@ -1,0 +1,124 @@
+"""Judges: the local rule and markers, and the OpenAI-compatible client against a local server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from personaspace import PersonaspaceError
+from personaspace.catalogue import Role, load_catalogue
+from personaspace.judge import RoleItem
+from personaspace.judge.local import (
+    AI_MARKERS,
+    REFUSAL_MARKERS,
+    RoleFeatures,
+    Thresholds,
+    score_role,
+)
+from personaspace.judge.openai import OpenAIJudge
+
+ROLE = Role("pirate", "profession", "A pirate captain.", ("p",) * 5, "Talks of ships and gold.")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "As an AI, I don't have a favourite colour.",
+        "I'm an AI language model.",
+        "I am a large language model trained by Hugging Face.",
+        "I don't have personal feelings.",
+    ],
+)
+def test_ai_markers_match(text: str) -> None:
+    assert AI_MARKERS.search(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Arr, the sea is my home and gold my only friend.",
+        "I love the smell of bread at dawn.",
+    ],
+)
+def test_in_character_text_has_no_ai_marker(text: str) -> None:
+    assert not AI_MARKERS.search(text) and not REFUSAL_MARKERS.search(text)
+
+
+def test_local_rule() -> None:
+    t = Thresholds(in_role=0.02, ai_with_role=0.10)
+    assert score_role(RoleFeatures(ai=False, refusal=False, margin=0.2), t) == 3
+    assert score_role(RoleFeatures(ai=False, refusal=False, margin=-0.1), t) == 1
+    assert score_role(RoleFeatures(ai=True, refusal=False, margin=0.2), t) == 2
+    assert score_role(RoleFeatures(ai=True, refusal=False, margin=0.0), t) == 1
+    assert score_role(RoleFeatures(ai=False, refusal=True, margin=0.0), t) == 0
+
+
+class FakeJudgeServer(BaseHTTPRequestHandler):
+    """Answers /models; /chat/completions replies per a script: 429 first, then scores."""
+
+    script: list[object] = []
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+    def _send(self, code: int, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._send(200, {"data": [{"id": "fake"}]})
+
+    def do_POST(self) -> None:
+        length = int(self.headers["Content-Length"])
+        prompt = json.loads(self.rfile.read(length))["messages"][0]["content"]
+        step = type(self).script.pop(0) if type(self).script else "3"
+        if isinstance(step, int):
+            self._send(step, {"error": "busy"})
+        else:
+            answer = "not a number" if "UNPARSEABLE" in prompt else step
+            self._send(200, {"choices": [{"message": {"content": answer}}]})
+
+
+@pytest.fixture
+def server():  # type: ignore[no-untyped-def]
+    httpd = HTTPServer(("127.0.0.1", 0), FakeJudgeServer)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    httpd.shutdown()
+
+
+def test_openai_judge_retries_and_records_unparseable_as_missing(server) -> None:  # type: ignore[no-untyped-def]
+    FakeJudgeServer.script = [429, 503, "2"]
+    judge = OpenAIJudge(
+        load_catalogue().rubrics,
+        model="fake",
+        base_url=server,
+        api_key="k",
+        concurrency=1,
+        rate_per_s=100,
+    )
+    judge.check()
+    scores = judge.score_roles(
+        [
+            RoleItem(ROLE, "Q?", "Arr."),
+            RoleItem(ROLE, "Q?", "UNPARSEABLE"),
+            RoleItem(ROLE, "Q?", "Arr again."),
+        ]
+    )
+    assert scores == [2, None, 3]
+
+
+def test_openai_judge_unreachable_fails_fast() -> None:
+    judge = OpenAIJudge(
+        load_catalogue().rubrics, model="m", base_url="http://127.0.0.1:9/v1", api_key=None
+    )
+    with pytest.raises(PersonaspaceError, match="unreachable"):
+        judge.check()

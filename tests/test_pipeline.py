@@ -1,0 +1,180 @@
+"""The axis pipeline on a tiny model: outputs, exact aggregation, resume after kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from pipeline_fixtures import make_tiny_model, make_user_catalogue
+
+from personaspace import PersonaspaceError
+from personaspace.fileformat import load_vectors
+from personaspace.pipeline import AxisConfig, run_axis
+from personaspace.pipeline import run as run_module
+from personaspace.pipeline.shards import load_shard
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("pipeline")
+    return make_tiny_model(root / "model"), make_user_catalogue(root / "catalogue")
+
+
+def config(setup, **kw) -> AxisConfig:  # type: ignore[no-untyped-def]
+    model, catalogue = setup
+    base = dict(
+        model=str(model),
+        preset="tiny",
+        catalogue=str(catalogue),
+        catalogue_replace=True,
+        judge="none",
+        min_count=1,
+        max_new_tokens=8,
+        batch_size=4,
+    )
+    return AxisConfig(**{**base, **kw})
+
+
+def test_outputs_and_exact_aggregation(setup, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    run = run_axis(config(setup), tmp_path)
+    for name in (
+        "responses.jsonl",
+        "scores.jsonl",
+        "summary.json",
+        "report.html",
+        "axis.safetensors",
+        "vectors/roles.safetensors",
+        "vectors/default.safetensors",
+        "vectors/traits.safetensors",
+    ):
+        assert (tmp_path / name).is_file(), name
+    records = [json.loads(x) for x in (tmp_path / "responses.jsonl").read_text().splitlines()]
+    # tiny preset: 1 default prompt x 2 questions, 4 roles x 1 prompt x 2 questions,
+    # 2 traits x 1 pair x 2 questions x (pos, neg)
+    kinds = [r["kind"] for r in records]
+    assert (kinds.count("default"), kinds.count("role"), kinds.count("trait_pos")) == (2, 8, 4)
+    assert len({r["id"] for r in records}) == len(records)
+    roles, _ = load_vectors(tmp_path / "vectors" / "roles.safetensors")
+    # tiny deals one role from each of the first four categories in sorted order
+    assert set(roles) == {"poet", "therapist", "oracle", "ghost"}
+    # Recompute every vector from the shards' per-response activations.
+    per_role = {}
+    for name in roles:
+        recs, vecs = load_shard(tmp_path, f"role/{name}")
+        per_role[name] = vecs.float().mean(0)
+        assert torch.equal(roles[name], per_role[name])
+    _, default_vecs = load_shard(tmp_path, "default")
+    axis, meta = load_vectors(tmp_path / "axis.safetensors")
+    expected = default_vecs.float().mean(0) - torch.stack(list(per_role.values())).mean(0)
+    assert torch.allclose(axis["axis"], expected, atol=1e-6)
+    assert meta["layers"] == [0, 1, 2] and "toward the Assistant" in meta["definition"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["analysis"]["analysis_layer"] == 1
+    assert set(summary["timings"]) >= {"load_model_s", "generate_s", "judge_s", "total_s"}
+    assert run.summary["counts"]["roles_kept"] == 4
+
+
+def test_changed_settings_are_refused_unless_forced(setup, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    run_axis(config(setup), tmp_path)
+    with pytest.raises(PersonaspaceError, match=r"different settings \(max_new_tokens\)"):
+        run_axis(config(setup, max_new_tokens=9), tmp_path)
+    run_axis(config(setup, batch_size=2), tmp_path)  # batch size does not change results
+    run = run_axis(config(setup, max_new_tokens=9), tmp_path, force=True)
+    assert run.summary["config"]["max_new_tokens"] == 9
+
+
+def test_unreachable_judge_fails_before_generating(setup, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = config(setup, judge="openai", judge_base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(PersonaspaceError, match="judge endpoint .* is unreachable"):
+        run_axis(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "shards").exists()
+
+
+def test_write_error_mid_run_keeps_finished_shards(setup, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    real = run_module.save_shard
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "save_shard", flaky)
+    with pytest.raises(PersonaspaceError, match="No space left on device.*resume"):
+        run_axis(config(setup), tmp_path)
+    assert len(list((tmp_path / "shards").glob("*.safetensors"))) == 2
+    monkeypatch.setattr(run_module, "save_shard", real)
+    run_axis(config(setup), tmp_path)
+    assert len(list((tmp_path / "shards").glob("*.safetensors"))) == 7
+
+
+def _cli(setup, out: Path) -> list[str]:  # type: ignore[no-untyped-def]
+    model, catalogue = setup
+    return [
+        sys.executable,
+        "-m",
+        "personaspace.cli.main",
+        "axis",
+        "--model",
+        str(model),
+        "--preset",
+        "tiny",
+        "--catalogue",
+        str(catalogue),
+        "--replace-catalogue",
+        "--judge",
+        "none",
+        "--min-count",
+        "1",
+        "--max-new-tokens",
+        "48",
+        "--batch-size",
+        "2",
+        "--out",
+        str(out),
+    ]
+
+
+def test_kill_9_and_resume_gives_identical_outputs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    slow = (
+        make_tiny_model(tmp_path / "model", hidden=256, layers=6),
+        make_user_catalogue(tmp_path / "catalogue"),
+    )
+    reference = tmp_path / "reference"
+    subprocess.run(_cli(slow, reference), check=True, capture_output=True, timeout=300)
+    total = len(list((reference / "shards").glob("*.safetensors")))
+    killed_mid_run = False
+    for attempt in range(3):
+        out = tmp_path / f"killed{attempt}"
+        proc = subprocess.Popen(
+            _cli(slow, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(list((out / "shards").glob("*.safetensors"))) >= 2:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.005)
+        proc.wait()
+        finished = len(list((out / "shards").glob("*.safetensors")))
+        if proc.returncode == -signal.SIGKILL and finished < total:
+            killed_mid_run = True
+            break
+    assert killed_mid_run, "the run always finished before it could be killed"
+    assert not (out / "summary.json").exists()
+    subprocess.run(_cli(slow, out), check=True, capture_output=True, timeout=300)
+    assert (out / "responses.jsonl").read_text() == (reference / "responses.jsonl").read_text()
+    for name in ("axis.safetensors", "vectors/roles.safetensors", "vectors/traits.safetensors"):
+        ours, _ = load_vectors(out / name)
+        theirs, _ = load_vectors(reference / name)
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours), name
+        assert all(torch.isfinite(ours[k]).all() for k in ours), name
