@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -59,7 +60,7 @@ def test_local_rule() -> None:
 class FakeJudgeServer(BaseHTTPRequestHandler):
     """Answers /models; /chat/completions replies per a script: 429 first, then scores."""
 
-    script: list[object] = []
+    script: ClassVar[list[object]] = []
 
     def log_message(self, *args: object) -> None:
         return None

@@ -67,7 +67,7 @@ def test_outputs_and_exact_aggregation(setup, tmp_path) -> None:  # type: ignore
     # Recompute every vector from the shards' per-response activations.
     per_role = {}
     for name in roles:
-        recs, vecs = load_shard(tmp_path, f"role/{name}")
+        _, vecs = load_shard(tmp_path, f"role/{name}")
         per_role[name] = vecs.float().mean(0)
         assert torch.equal(roles[name], per_role[name])
     _, default_vecs = load_shard(tmp_path, "default")
