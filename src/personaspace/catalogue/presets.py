@@ -13,7 +13,7 @@ every machine and every run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from personaspace.catalogue.types import Catalogue, Question, Role, Trait
@@ -96,8 +96,31 @@ def _deal_roles(catalogue: Catalogue, n: int | None) -> list[Role]:
     return sorted(dealt, key=lambda r: (r.category, r.name))
 
 
-def select(catalogue: Catalogue, preset: str) -> Selection:
-    """Choose a preset's subset of ``catalogue``.
+def _only(names: list[str] | None, known: dict[str, object], what: str) -> set[str] | None:
+    if names is None:
+        return None
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        close = sorted(k for k in known if unknown[0][:4] in k)[:5]
+        hint = f" (similar: {', '.join(close)})" if close else ""
+        raise PersonaspaceError(
+            f"unknown {what} {unknown[0]!r}{hint}",
+            fix=f"list the {what}s with `personaspace catalogue --json`",
+        )
+    return set(names)
+
+
+def select(
+    catalogue: Catalogue,
+    preset: str,
+    *,
+    roles: list[str] | None = None,
+    traits: list[str] | None = None,
+) -> Selection:
+    """Choose a preset's subset of ``catalogue``; ``roles``/``traits`` restrict it to names.
+
+    With ``roles`` given, those roles are taken whatever the preset's role count (the
+    preset still sets prompts per role and questions); likewise ``traits``.
 
     Example:
         >>> from personaspace.catalogue import load_catalogue
@@ -110,7 +133,16 @@ def select(catalogue: Catalogue, preset: str) -> Selection:
             f"unknown preset {preset!r}", fix=f"use one of {', '.join(PRESETS)}"
         )
     spec = SPECS[preset]
-    roles = [
+    only_roles = _only(roles, catalogue.roles, "role")  # type: ignore[arg-type]
+    only_traits = _only(traits, catalogue.traits, "trait")  # type: ignore[arg-type]
+    if only_roles is not None:
+        pool = replace(
+            catalogue, roles={n: r for n, r in catalogue.roles.items() if n in only_roles}
+        )
+        chosen_roles = _deal_roles(pool, None)
+    else:
+        chosen_roles = _deal_roles(catalogue, spec.roles)
+    chosen = [
         Role(
             r.name,
             r.category,
@@ -118,7 +150,7 @@ def select(catalogue: Catalogue, preset: str) -> Selection:
             tuple(_take(list(r.prompts), spec.prompts_per_role)),
             r.in_role,
         )
-        for r in _deal_roles(catalogue, spec.roles)
+        for r in chosen_roles
     ]
     questions = _take(sorted(catalogue.questions.values(), key=lambda q: q.id), spec.questions)
     ordered_traits = sorted(
@@ -129,7 +161,11 @@ def select(catalogue: Catalogue, preset: str) -> Selection:
             t.name,
         ),
     )
-    traits = [
+    if only_traits is not None:
+        ordered_traits = [t for t in ordered_traits if t.name in only_traits]
+    elif spec.traits is not None:
+        ordered_traits = ordered_traits[: spec.traits]
+    chosen_traits = [
         Trait(
             t.name,
             t.group,
@@ -139,13 +175,13 @@ def select(catalogue: Catalogue, preset: str) -> Selection:
             t.evaluation_questions,
             t.rubric,
         )
-        for t in _take(ordered_traits, spec.traits)
+        for t in ordered_traits
     ]
     return Selection(
         preset=preset,
-        roles=tuple(roles),
+        roles=tuple(chosen),
         questions=tuple(questions),
         default_prompts=tuple(_take(list(catalogue.default_prompts), spec.default_prompts)),
-        traits=tuple(traits),
+        traits=tuple(chosen_traits),
         trait_questions=spec.trait_questions,
     )

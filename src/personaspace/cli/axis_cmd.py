@@ -29,6 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="sections of --catalogue replace the built-in ones",
     )
+    parser.add_argument(
+        "--roles",
+        default=None,
+        help="comma-separated role names (overrides the preset's role choice)",
+    )
+    parser.add_argument("--traits", default=None, help="comma-separated trait names")
     parser.add_argument("--judge-model", default=None)
     parser.add_argument(
         "--judge-base-url",
@@ -59,12 +65,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.set_defaults(run=run)
 
 
+def _names(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
 def run(args: argparse.Namespace) -> int:
     config = AxisConfig(
         model=args.model,
         preset=args.preset,
         catalogue=args.catalogue,
         catalogue_replace=args.replace_catalogue,
+        roles=_names(args.roles),
+        traits=_names(args.traits),
         judge=args.judge,
         judge_model=args.judge_model,
         judge_base_url=args.judge_base_url,
@@ -84,9 +98,11 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(desc=f"axis {args.preset} on {args.model}", unit="response", disable=None)
 
     def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+        if bar.total is None:  # first call: responses already on disk count as the start
+            bar.total, bar.initial, bar.n = total, done, done
+            bar.refresh()
+        else:
+            bar.update(done - bar.n)
 
     api_key = args.judge_api_key or os.environ.get("OPENAI_API_KEY")
     try:

@@ -5,16 +5,24 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from personaspace import __version__
-from personaspace.cli import axis_cmd, capture_cmd, catalogue_cmd, models_cmd
+from personaspace.cli import axis_cmd, capture_cmd, catalogue_cmd, export_cmd, models_cmd
 from personaspace.errors import PersonaspaceError
 
-COMMANDS = (models_cmd, catalogue_cmd, axis_cmd, capture_cmd)
+COMMANDS = (models_cmd, catalogue_cmd, axis_cmd, export_cmd, capture_cmd)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line (problem and fix) and exit status 2, like all our errors."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"personaspace: error: {message}: see `{self.prog} --help`\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="personaspace",
         description="Map, monitor and stabilize the persona space of language models.",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ class AxisConfig:
     preset: str = "quick"
     catalogue: str | None = None
     catalogue_replace: bool = False
+    roles: tuple[str, ...] | None = None
+    traits: tuple[str, ...] | None = None
     judge: str = "local"
     judge_model: str | None = None
     judge_base_url: str | None = None
@@ -59,9 +62,16 @@ class AxisConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AxisConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("roles", "traits"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        return cls(**values)
 
     def differences(self, other: AxisConfig) -> list[str]:
         """Names of result-changing settings that differ between two configs."""
-        mine, theirs = self.to_json(), other.to_json()
+        mine, theirs = (
+            json.loads(json.dumps(self.to_json())),
+            json.loads(json.dumps(other.to_json())),
+        )
         return sorted(k for k in mine if k not in NON_RESULT_FIELDS and mine[k] != theirs[k])

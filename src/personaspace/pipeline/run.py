@@ -144,7 +144,12 @@ def run_axis(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     catalogue = load_catalogue(config.catalogue, replace=config.catalogue_replace)
-    selection = select(catalogue, config.preset)
+    selection = select(
+        catalogue,
+        config.preset,
+        roles=list(config.roles) if config.roles else None,
+        traits=list(config.traits) if config.traits else None,
+    )
     _prepare_folder(out, config, force)
     judge = make_judge(
         config.judge,

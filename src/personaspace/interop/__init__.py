@@ -1,0 +1,1 @@
+"""Reading and writing other projects' file formats (never by unpickling)."""
