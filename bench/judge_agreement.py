@@ -21,7 +21,7 @@ from personaspace.catalogue import Role
 from personaspace.judge import RoleItem
 from personaspace.judge.local import RoleFeatures, Thresholds, role_features, score_role
 
-GRID = [round(-0.1 + 0.01 * i, 2) for i in range(36)]
+GRID = [round(0.01 * i, 2) for i in range(61)]
 
 
 def kappa(a: list[int], b: list[int], weighted: bool = False, k: int = 4) -> float:
@@ -53,8 +53,8 @@ def metrics(labels: list[int], preds: list[int]) -> dict[str, float]:
 
 def fit(features: list[RoleFeatures], labels: list[int]) -> Thresholds:
     best, best_t = -2.0, Thresholds()
-    for a, b in itertools.product(GRID, GRID):
-        t = Thresholds(in_role=a, ai_with_role=b)
+    for b, a in itertools.combinations(GRID, 2):
+        t = Thresholds(in_role=a, some_role=b)
         k = kappa(labels, [score_role(f, t) for f in features], weighted=True)
         if k > best:
             best, best_t = k, t

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -15,6 +16,7 @@ from personaspace.judge import RoleItem
 from personaspace.judge.local import (
     AI_MARKERS,
     REFUSAL_MARKERS,
+    LocalJudge,
     RoleFeatures,
     Thresholds,
     score_role,
@@ -49,12 +51,64 @@ def test_in_character_text_has_no_ai_marker(text: str) -> None:
 
 
 def test_local_rule() -> None:
-    t = Thresholds(in_role=0.02, ai_with_role=0.10)
-    assert score_role(RoleFeatures(ai=False, refusal=False, margin=0.2), t) == 3
-    assert score_role(RoleFeatures(ai=False, refusal=False, margin=-0.1), t) == 1
-    assert score_role(RoleFeatures(ai=True, refusal=False, margin=0.2), t) == 2
-    assert score_role(RoleFeatures(ai=True, refusal=False, margin=0.0), t) == 1
-    assert score_role(RoleFeatures(ai=False, refusal=True, margin=0.0), t) == 0
+    t = Thresholds(in_role=0.3, some_role=0.2)
+    assert score_role(RoleFeatures(ai=False, refusal=False, similarity=0.35), t) == 3
+    assert score_role(RoleFeatures(ai=False, refusal=False, similarity=0.3), t) == 3
+    assert score_role(RoleFeatures(ai=False, refusal=False, similarity=0.25), t) == 2
+    assert score_role(RoleFeatures(ai=False, refusal=False, similarity=0.1), t) == 1
+    assert score_role(RoleFeatures(ai=True, refusal=False, similarity=0.35), t) == 2
+    assert score_role(RoleFeatures(ai=True, refusal=False, similarity=0.25), t) == 0
+    assert score_role(RoleFeatures(ai=False, refusal=True, similarity=0.0), t) == 0
+
+
+LABELS = Path(__file__).parent / "data" / "judge_labels.jsonl"
+
+
+def test_hand_labels_are_complete() -> None:
+    rows = [json.loads(line) for line in LABELS.read_text().splitlines()]
+    assert len(rows) >= 150
+    assert {r["model"] for r in rows} == {"smollm2-135m-instruct", "gemma-3-270m"}
+    assert all(r["label"] in (0, 1, 2, 3) and r["response"] and r["note"] for r in rows)
+    assert len({r["id"] for r in rows}) == len(rows)
+
+
+def test_local_judge_agrees_with_hand_labels() -> None:
+    """The shipped thresholds against the stored labels (figures in BENCHMARKS.md).
+
+    Floors sit a little under the measured values (accuracy 0.75, kappa 0.36, quadratic
+    kappa 0.58 in-sample; 0.72 / 0.31 / 0.54 cross-validated): a change to the judge that
+    loses agreement fails here.
+    """
+    rows = [json.loads(line) for line in LABELS.read_text().splitlines()]
+    items = [
+        RoleItem(
+            Role(r["role"], "x", r["role_description"], ("",) * 5, r["in_role"]),
+            r["question"],
+            r["response"],
+        )
+        for r in rows
+    ]
+    labels = [r["label"] for r in rows]
+    predicted = LocalJudge().score_roles(items)
+    accuracy = sum(p == y for p, y in zip(predicted, labels)) / len(labels)
+    majority = max(labels.count(k) for k in range(4)) / len(labels)
+    assert accuracy > majority
+    assert cohen_kappa(labels, predicted) >= 0.3
+    assert cohen_kappa(labels, predicted, quadratic=True) >= 0.5
+
+
+def cohen_kappa(a: list[int], b: list[int | None], quadratic: bool = False) -> float:
+    """Cohen's kappa over classes 0-3 (an unscored reply counts as class 1)."""
+    b = [1 if x is None else x for x in b]
+    n, k = len(a), 4
+    weight = [
+        [((i - j) ** 2 / 9) if quadratic else float(i != j) for j in range(k)] for i in range(k)
+    ]
+    observed = sum(weight[x][y] for x, y in zip(a, b)) / n
+    expected = (
+        sum(weight[i][j] * a.count(i) * b.count(j) for i in range(k) for j in range(k)) / n**2
+    )
+    return 1 - observed / expected
 
 
 class FakeJudgeServer(BaseHTTPRequestHandler):

@@ -5,15 +5,16 @@ Role adherence (0-3). Two kinds of evidence:
 * **AI identity / refusal markers**: phrases by which a reply presents itself as an AI,
   a language model or an assistant, or declines ("as an AI", "I don't have personal
   feelings", "I can't help with that").
-* **Role vs Assistant similarity**: the margin between the reply's embedding similarity to
-  the role (its description and what an in-role answer looks like) and to a description
-  of a generic AI assistant's reply.
+* **Role similarity**: the cosine between the reply's sentence embedding
+  (all-MiniLM-L6-v2) and the role's description plus what an in-role answer looks like.
 
-Rule: with AI markers, a refusal that shows no role is 0, a reply that shows the role
-(margin >= ``ai_with_role``) is 2, else 1; without AI markers, a reply that shows the role
-(margin >= ``in_role``) is 3, else 1 (a generic assistant answer). The thresholds were fit
-on hand labels (``tests/data/judge_labels.jsonl``; ``bench/judge_agreement.py`` refits
-them and reports held-out accuracy and Cohen's kappa).
+Rule: without markers, similarity >= ``in_role`` is 3, >= ``some_role`` is 2, else 1 (an
+answer that shows nothing of the role); with markers, similarity >= ``in_role`` is 2
+(an AI that still plays along), else 0. The thresholds were fit on 176 hand-labelled
+replies of the bundled models (``tests/data/judge_labels.jsonl``);
+``bench/judge_agreement.py`` refits them and reports cross-validated accuracy and Cohen's
+kappa. On that set the judge agrees with the labels moderately (quadratic kappa about
+0.5; see BENCHMARKS.md): good enough to rank and filter, not to replace an LLM judge.
 
 Trait expression (0-100) compares the reply's similarity to the trait's positive and
 negative instructions: ``50 + 50 * tanh(k * (sim_pos - sim_neg))``. It is not calibrated
@@ -43,23 +44,23 @@ REFUSAL_MARKERS = re.compile(
     r"|fulfil|fulfill|pretend|role-?play)|i('m| am) (sorry|afraid),? but|i must decline)\b",
     re.IGNORECASE,
 )
-ASSISTANT_REFERENCE = (
-    "A helpful AI assistant answers politely and neutrally, explains it is an AI language "
-    "model without personal experiences, and offers general information and assistance."
-)
 
 
 @dataclass(frozen=True)
 class RoleFeatures:
+    """What the role rule looks at: markers found, and the reply's similarity to the role."""
+
     ai: bool
     refusal: bool
-    margin: float
+    similarity: float
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    in_role: float = 0.02
-    ai_with_role: float = 0.10
+    """Similarity cut-offs of the role rule (fit by ``bench/judge_agreement.py``)."""
+
+    in_role: float = 0.32
+    some_role: float = 0.26
 
 
 def role_features(items: list[RoleItem]) -> list[RoleFeatures]:
@@ -68,23 +69,30 @@ def role_features(items: list[RoleItem]) -> list[RoleFeatures]:
         return []
     answers = embed([it.answer or " " for it in items])
     roles = embed([f"{it.role.description} {it.role.in_role}" for it in items])
-    assistant = embed([ASSISTANT_REFERENCE])[0]
-    margins = (answers * roles).sum(-1) - answers @ assistant
+    similarity = (answers * roles).sum(-1)
     return [
         RoleFeatures(
             bool(AI_MARKERS.search(it.answer)), bool(REFUSAL_MARKERS.search(it.answer)), float(m)
         )
-        for it, m in zip(items, margins)
+        for it, m in zip(items, similarity)
     ]
 
 
 def score_role(f: RoleFeatures, t: Thresholds) -> int:
-    """0-3 from the features (see the module docstring)."""
+    """0-3 from the features (see the module docstring).
+
+    Example:
+        >>> t = Thresholds(in_role=0.4, some_role=0.2)
+        >>> [score_role(RoleFeatures(False, False, s), t) for s in (0.1, 0.3, 0.5)]
+        [1, 2, 3]
+        >>> score_role(RoleFeatures(True, False, 0.1), t)
+        0
+    """
     if f.ai or f.refusal:
-        if f.margin >= t.ai_with_role:
-            return 2
-        return 0 if f.refusal and not f.ai else 1
-    return 3 if f.margin >= t.in_role else 1
+        return 2 if f.similarity >= t.in_role else 0
+    if f.similarity >= t.in_role:
+        return 3
+    return 2 if f.similarity >= t.some_role else 1
 
 
 class LocalJudge:
