@@ -90,6 +90,20 @@ def test_changed_settings_are_refused_unless_forced(setup, tmp_path) -> None:  #
     assert run.summary["config"]["max_new_tokens"] == 9
 
 
+def test_analysis_settings_reaggregate_without_generating(setup, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    run_axis(config(setup), tmp_path)
+    responses = (tmp_path / "responses.jsonl").read_bytes()
+    shard_files = sorted((tmp_path / "shards").rglob("*"))
+    stamps = [f.stat().st_mtime_ns for f in shard_files]
+    run = run_axis(config(setup, analysis_layer=0, normalize_rows=True), tmp_path)
+    assert run.summary["analysis"]["analysis_layer"] == 0
+    assert run.summary["counts"]["generated_tokens_this_session"] == 0
+    assert [f.stat().st_mtime_ns for f in sorted((tmp_path / "shards").rglob("*"))] == stamps
+    assert (tmp_path / "responses.jsonl").read_bytes() == responses
+    saved = json.loads((tmp_path / "config.json").read_text())["config"]
+    assert (saved["analysis_layer"], saved["normalize_rows"]) == (0, True)
+
+
 def test_unreachable_judge_fails_before_generating(setup, tmp_path) -> None:  # type: ignore[no-untyped-def]
     cfg = config(setup, judge="openai", judge_base_url="http://127.0.0.1:9/v1")
     with pytest.raises(PersonaspaceError, match="judge endpoint .* is unreachable"):

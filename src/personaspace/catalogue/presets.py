@@ -60,7 +60,7 @@ class PresetSpec:
 
 SPECS: dict[str, PresetSpec] = {
     "tiny": PresetSpec(4, 1, 2, 1, 2, 1, 2),
-    "quick": PresetSpec(49, 2, 8, None, 8, 2, 4),
+    "quick": PresetSpec(49, 2, 6, None, 8, 2, 4),
     "full": PresetSpec(None, None, None, None, None, None, None),
 }
 

@@ -46,7 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--judge-rate", type=float, default=5.0, help="requests per second")
     parser.add_argument("--score-threshold", type=int, choices=(2, 3), default=3)
     parser.add_argument(
-        "--min-count", type=int, default=4, help="roles with fewer kept responses are dropped"
+        "--min-count",
+        type=int,
+        default=AxisConfig.min_count,
+        help="roles with fewer kept responses are dropped",
     )
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=0.7)
@@ -138,6 +141,14 @@ def run(args: argparse.Namespace) -> int:
     print()
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
+    dropped = len(c["roles_dropped"])
+    if dropped > c["roles_kept"]:
+        print(
+            f"\nnote: {dropped} of {dropped + c['roles_kept']} roles had fewer than "
+            f"{config.min_count} replies scored >= {config.score_threshold}; the same command "
+            "with --score-threshold 2 or a lower --min-count re-aggregates without generating "
+            "again"
+        )
     print(
         f"\nwrote {out.resolve()}/ (report.html, summary.json, axis.safetensors, vectors/, "
         "responses.jsonl)"

@@ -11,6 +11,11 @@ from personaspace.errors import PersonaspaceError
 
 # Settings that do not change what is computed, so a resumed run may differ in them.
 NON_RESULT_FIELDS = frozenset({"batch_size", "judge_concurrency", "judge_rate_per_s"})
+# Settings applied after generation and judging: changing them against a finished or
+# partial run keeps every response and re-aggregates (no --force needed).
+ANALYSIS_FIELDS = frozenset(
+    {"score_threshold", "min_count", "trait_threshold", "analysis_layer", "normalize_rows"}
+)
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,7 @@ class AxisConfig:
     judge_concurrency: int = 4
     judge_rate_per_s: float = 5.0
     score_threshold: int = 3
-    min_count: int = 4
+    min_count: int = 3
     trait_threshold: float = 50.0
     max_new_tokens: int = 64
     temperature: float = 0.7
@@ -68,10 +73,18 @@ class AxisConfig:
                 values[key] = tuple(values[key])
         return cls(**values)
 
-    def differences(self, other: AxisConfig) -> list[str]:
-        """Names of result-changing settings that differ between two configs."""
+    def differences(self, other: AxisConfig, *, include_analysis: bool = True) -> list[str]:
+        """Names of result-changing settings that differ between two configs.
+
+        Example:
+            >>> AxisConfig(min_count=2).differences(AxisConfig())
+            ['min_count']
+            >>> AxisConfig(min_count=2).differences(AxisConfig(), include_analysis=False)
+            []
+        """
+        skip = NON_RESULT_FIELDS if include_analysis else NON_RESULT_FIELDS | ANALYSIS_FIELDS
         mine, theirs = (
             json.loads(json.dumps(self.to_json())),
             json.loads(json.dumps(other.to_json())),
         )
-        return sorted(k for k in mine if k not in NON_RESULT_FIELDS and mine[k] != theirs[k])
+        return sorted(k for k in mine if k not in skip and mine[k] != theirs[k])

@@ -63,7 +63,7 @@ def _prepare_folder(out: Path, config: AxisConfig, force: bool) -> None:
             )
         return
     previous = AxisConfig.from_json(read_json(saved).get("config", {}))
-    changed = config.differences(previous)
+    changed = config.differences(previous, include_analysis=False)
     if changed and not force:
         raise PersonaspaceError(
             f"{out} holds a run with different settings ({', '.join(changed)})",
@@ -177,8 +177,8 @@ def run_axis(
         "chat_tuned": lm.chat_tuned,
     }
     try:
-        if not (out / "config.json").is_file():
-            write_json(out / "config.json", header)
+        # (re)written each time: analysis settings may have changed since the last session
+        write_json(out / "config.json", header)
     except OSError as err:
         raise PersonaspaceError(
             f"cannot write to {out} ({err.strerror})", fix="choose a writable --out folder"
