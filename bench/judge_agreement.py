@@ -17,28 +17,10 @@ import json
 import random
 from pathlib import Path
 
-from personaspace.catalogue import Role
-from personaspace.judge import RoleItem
+from personaspace.judge.agreement import cohen_kappa, read_labels
 from personaspace.judge.local import RoleFeatures, Thresholds, role_features, score_role
 
 GRID = [round(0.01 * i, 2) for i in range(61)]
-
-
-def kappa(a: list[int], b: list[int], weighted: bool = False, k: int = 4) -> float:
-    """Cohen's kappa between two label lists over classes 0..k-1 (quadratic weights optional)."""
-    n = len(a)
-    observed = [[0.0] * k for _ in range(k)]
-    for x, y in zip(a, b):
-        observed[x][y] += 1 / n
-    pa = [sum(row) for row in observed]
-    pb = [sum(observed[i][j] for i in range(k)) for j in range(k)]
-    w = [
-        [((i - j) ** 2 / (k - 1) ** 2) if weighted else float(i != j) for j in range(k)]
-        for i in range(k)
-    ]
-    num = sum(w[i][j] * observed[i][j] for i in range(k) for j in range(k))
-    den = sum(w[i][j] * pa[i] * pb[j] for i in range(k) for j in range(k))
-    return 1 - num / den if den else 0.0
 
 
 def metrics(labels: list[int], preds: list[int]) -> dict[str, float]:
@@ -46,8 +28,8 @@ def metrics(labels: list[int], preds: list[int]) -> dict[str, float]:
     return {
         "n": len(labels),
         "accuracy": round(acc, 3),
-        "kappa": round(kappa(labels, preds), 3),
-        "kappa_quadratic": round(kappa(labels, preds, weighted=True), 3),
+        "kappa": round(cohen_kappa(labels, preds), 3),
+        "kappa_quadratic": round(cohen_kappa(labels, preds, quadratic=True), 3),
     }
 
 
@@ -55,7 +37,7 @@ def fit(features: list[RoleFeatures], labels: list[int]) -> Thresholds:
     best, best_t = -2.0, Thresholds()
     for b, a in itertools.combinations(GRID, 2):
         t = Thresholds(in_role=a, some_role=b)
-        k = kappa(labels, [score_role(f, t) for f in features], weighted=True)
+        k = cohen_kappa(labels, [score_role(f, t) for f in features], quadratic=True)
         if k > best:
             best, best_t = k, t
     return best_t
@@ -67,23 +49,13 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    rows = [json.loads(line) for line in Path(args.labels).read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r["role"] != "default"]
-    items = [
-        RoleItem(
-            Role(r["role"], "x", r["role_description"], ("",) * 5, r["in_role"]),
-            r["question"],
-            r["response"],
-        )
-        for r in rows
-    ]
-    labels = [int(r["label"]) for r in rows]
+    items, labels = read_labels(args.labels)
     features = role_features(items)
-    shipped = metrics(labels, [score_role(f, Thresholds()) for f in features])
-    order = list(range(len(rows)))
+    shipped_pred = [score_role(f, Thresholds()) for f in features]
+    order = list(range(len(items)))
     random.Random(0).shuffle(order)
     folds = [order[i :: args.folds] for i in range(args.folds)]
-    cv_pred = [0] * len(rows)
+    cv_pred = [0] * len(items)
     for held in folds:
         train = [i for i in order if i not in set(held)]
         t = fit([features[i] for i in train], [labels[i] for i in train])
@@ -94,7 +66,7 @@ def main() -> None:
         "labels": args.labels,
         "label_distribution": {str(k): labels.count(k) for k in range(4)},
         "shipped_thresholds": vars(Thresholds()),
-        "shipped": shipped,
+        "shipped": metrics(labels, shipped_pred),
         "cross_validated": metrics(labels, cv_pred),
         "best_fit_on_all": {
             "thresholds": vars(best),
@@ -102,14 +74,7 @@ def main() -> None:
         },
         "majority_class_baseline": metrics(labels, [max(range(4), key=labels.count)] * len(labels)),
         "confusion_shipped": [
-            [
-                sum(
-                    1
-                    for x, f in zip(labels, features)
-                    if x == i and score_role(f, Thresholds()) == j
-                )
-                for j in range(4)
-            ]
+            [sum(x == i and p == j for x, p in zip(labels, shipped_pred)) for j in range(4)]
             for i in range(4)
         ],
     }

@@ -13,6 +13,7 @@ import pytest
 from personaspace import PersonaspaceError
 from personaspace.catalogue import Role, load_catalogue
 from personaspace.judge import RoleItem
+from personaspace.judge.agreement import cohen_kappa, read_labels
 from personaspace.judge.local import (
     AI_MARKERS,
     REFUSAL_MARKERS,
@@ -79,36 +80,14 @@ def test_local_judge_agrees_with_hand_labels() -> None:
     kappa 0.58 in-sample; 0.72 / 0.31 / 0.54 cross-validated): a change to the judge that
     loses agreement fails here.
     """
-    rows = [json.loads(line) for line in LABELS.read_text().splitlines()]
-    items = [
-        RoleItem(
-            Role(r["role"], "x", r["role_description"], ("",) * 5, r["in_role"]),
-            r["question"],
-            r["response"],
-        )
-        for r in rows
-    ]
-    labels = [r["label"] for r in rows]
-    predicted = LocalJudge().score_roles(items)
+    items, labels = read_labels(LABELS)
+    # an unscored (empty) reply counts as class 1
+    predicted = [1 if p is None else p for p in LocalJudge().score_roles(items)]
     accuracy = sum(p == y for p, y in zip(predicted, labels)) / len(labels)
     majority = max(labels.count(k) for k in range(4)) / len(labels)
     assert accuracy > majority
     assert cohen_kappa(labels, predicted) >= 0.3
     assert cohen_kappa(labels, predicted, quadratic=True) >= 0.5
-
-
-def cohen_kappa(a: list[int], b: list[int | None], quadratic: bool = False) -> float:
-    """Cohen's kappa over classes 0-3 (an unscored reply counts as class 1)."""
-    b = [1 if x is None else x for x in b]
-    n, k = len(a), 4
-    weight = [
-        [((i - j) ** 2 / 9) if quadratic else float(i != j) for j in range(k)] for i in range(k)
-    ]
-    observed = sum(weight[x][y] for x, y in zip(a, b)) / n
-    expected = (
-        sum(weight[i][j] * a.count(i) * b.count(j) for i in range(k) for j in range(k)) / n**2
-    )
-    return 1 - observed / expected
 
 
 class FakeJudgeServer(BaseHTTPRequestHandler):

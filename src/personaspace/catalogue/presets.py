@@ -13,6 +13,7 @@ every machine and every run.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -96,7 +97,7 @@ def _deal_roles(catalogue: Catalogue, n: int | None) -> list[Role]:
     return sorted(dealt, key=lambda r: (r.category, r.name))
 
 
-def _only(names: list[str] | None, known: dict[str, object], what: str) -> set[str] | None:
+def _only(names: list[str] | None, known: Collection[str], what: str) -> set[str] | None:
     if names is None:
         return None
     unknown = [n for n in names if n not in known]
@@ -133,8 +134,8 @@ def select(
             f"unknown preset {preset!r}", fix=f"use one of {', '.join(PRESETS)}"
         )
     spec = SPECS[preset]
-    only_roles = _only(roles, catalogue.roles, "role")  # type: ignore[arg-type]
-    only_traits = _only(traits, catalogue.traits, "trait")  # type: ignore[arg-type]
+    only_roles = _only(roles, catalogue.roles.keys(), "role")
+    only_traits = _only(traits, catalogue.traits.keys(), "trait")
     if only_roles is not None:
         pool = replace(
             catalogue, roles={n: r for n, r in catalogue.roles.items() if n in only_roles}
