@@ -85,7 +85,14 @@ def _prompts(lm: LoadedModel, items: list[WorkItem]):  # type: ignore[no-untyped
         messages = ([{"role": "system", "content": it.system}] if it.system else []) + [
             {"role": "user", "content": it.question}
         ]
-        prompts.append(format_conversation(lm.tokenizer, messages, add_generation_prompt=True))
+        prompts.append(
+            format_conversation(
+                lm.tokenizer,
+                messages,
+                add_generation_prompt=True,
+                use_chat_template=lm.chat_tuned,
+            )
+        )
     return prompts
 
 
@@ -168,7 +175,13 @@ def run_axis(
     analysis_layer = lm.adapter.check_layers(
         [config.analysis_layer if config.analysis_layer is not None else lm.adapter.n_layers // 2]
     )[0]
-    shards = build_work(selection, lm.display_name, config.seed, selection.trait_questions)
+    shards = build_work(
+        selection,
+        lm.display_name,
+        config.seed,
+        selection.trait_questions,
+        chat_tuned=lm.chat_tuned,
+    )
     header = {
         "config": config.to_json(),
         "model_id": lm.model_id,
@@ -349,6 +362,7 @@ def _write_outputs(
         "model_id": lm.model_id,
         "layers": layers,
         "hidden_size": lm.adapter.hidden_size,
+        "n_layers": lm.adapter.n_layers,
         "reduction": "response_mean",
         "unit": "raw residual stream (post-block)",
     }
