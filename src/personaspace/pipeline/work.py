@@ -9,6 +9,14 @@ from personaspace.catalogue import Selection
 
 Kind = str  # "role" | "default" | "trait_pos" | "trait_neg"
 
+# A base model cannot read "You are an AI assistant." as an instruction to itself; it reads
+# a document. For base models each default prompt is preceded by this opening paragraph,
+# which makes the document a transcript of a helpful AI assistant (see docs/formats.md).
+BASE_DEFAULT_FRAME = (
+    "The following is a transcript of a conversation between a user and a helpful AI "
+    "assistant. The assistant answers the user's questions helpfully, honestly and directly."
+)
+
 
 @dataclass(frozen=True)
 class WorkItem:
@@ -36,10 +44,42 @@ def item_seed(run_seed: int, item_id: str) -> int:
     return int.from_bytes(digest[:7], "big")
 
 
+def default_system_prompt(prompt: str, model_name: str, *, chat_tuned: bool = True) -> str | None:
+    """The system prompt (opening paragraph, for base models) of one default prompt.
+
+    Chat models get the catalogue prompt as it is (an empty prompt means no system
+    message); base models get ``BASE_DEFAULT_FRAME`` first, then the prompt, if any, as a
+    second paragraph.
+
+    Example:
+        >>> default_system_prompt("You are {model_name}.", "Gemma")
+        'You are Gemma.'
+        >>> default_system_prompt("", "Gemma") is None
+        True
+        >>> default_system_prompt("", "Gemma", chat_tuned=False) == BASE_DEFAULT_FRAME
+        True
+        >>> default_system_prompt("You are {model_name}.", "Gemma", chat_tuned=False)[-15:]
+        '\n\nYou are Gemma.'
+    """
+    filled = prompt.format(model_name=model_name) if prompt else ""
+    if chat_tuned:
+        return filled or None
+    return BASE_DEFAULT_FRAME + ("\n\n" + filled if filled else "")
+
+
 def build_work(
-    selection: Selection, model_name: str, run_seed: int, trait_questions: int | None
+    selection: Selection,
+    model_name: str,
+    run_seed: int,
+    trait_questions: int | None,
+    *,
+    chat_tuned: bool = True,
 ) -> dict[str, list[WorkItem]]:
-    """All items of a run, by shard id, in a fixed order."""
+    """All items of a run, by shard id, in a fixed order.
+
+    ``chat_tuned=False`` (a base model) changes only the default prompts' text
+    (``default_system_prompt``); item ids and seeds are the same either way.
+    """
     shards: dict[str, list[WorkItem]] = {}
 
     def add(
@@ -51,7 +91,7 @@ def build_work(
         )
 
     for p, prompt in enumerate(selection.default_prompts):
-        system = prompt.format(model_name=model_name) if prompt else None
+        system = default_system_prompt(prompt, model_name, chat_tuned=chat_tuned)
         for question in selection.questions:
             add("default", "default", "default", p, question.id, system, question.text)
     for role in selection.roles:
