@@ -58,8 +58,9 @@ def default_system_prompt(prompt: str, model_name: str, *, chat_tuned: bool = Tr
         True
         >>> default_system_prompt("", "Gemma", chat_tuned=False) == BASE_DEFAULT_FRAME
         True
-        >>> default_system_prompt("You are {model_name}.", "Gemma", chat_tuned=False)[-15:]
-        '\n\nYou are Gemma.'
+        >>> base = default_system_prompt("You are {model_name}.", "Gemma", chat_tuned=False)
+        >>> base.split(chr(10) * 2)[1]
+        'You are Gemma.'
     """
     filled = prompt.format(model_name=model_name) if prompt else ""
     if chat_tuned:
