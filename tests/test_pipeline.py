@@ -16,6 +16,7 @@ from pipeline_fixtures import make_tiny_model, make_user_catalogue
 
 from personaspace import PersonaspaceError
 from personaspace.fileformat import load_vectors
+from personaspace.interventions import load_calibration, load_capping_config
 from personaspace.pipeline import AxisConfig, run_axis
 from personaspace.pipeline import run as run_module
 from personaspace.pipeline.shards import load_shard
@@ -79,6 +80,14 @@ def test_outputs_and_exact_aggregation(setup, tmp_path) -> None:  # type: ignore
     assert summary["analysis"]["analysis_layer"] == 1
     assert set(summary["timings"]) >= {"load_model_s", "generate_s", "judge_s", "total_s"}
     assert run.summary["counts"]["roles_kept"] == 4
+    # calibrated on its own replies (10 default + role replies, fewer than the 64 limit)
+    cal = load_calibration(tmp_path)
+    assert cal.n_conversations == 10 and cal.layers == [0, 1, 2]
+    assert (cal.percentiles.diff(dim=1) >= 0).all() and (cal.norms > 0).all()
+    capping = load_capping_config(tmp_path / "capping.safetensors")
+    assert capping.ids == ["layers_0:3-p10", "layers_0:3-p25", "layers_0:3-p50"]
+    assert capping.interventions("layers_0:3-p25")[1].amount == cal.tau(1, 25)
+    assert summary["calibration"]["capping_experiments"] == capping.ids
 
 
 def test_changed_settings_are_refused_unless_forced(setup, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -192,3 +201,33 @@ def test_kill_9_and_resume_gives_identical_outputs(tmp_path) -> None:  # type: i
         assert ours.keys() == theirs.keys()
         assert all(torch.equal(ours[k], theirs[k]) for k in ours), name
         assert all(torch.isfinite(ours[k]).all() for k in ours), name
+
+
+def test_calibrate_command(setup, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from personaspace.cli.main import main
+
+    run_axis(config(setup), tmp_path / "run")
+    run = str(tmp_path / "run")
+    assert main(["calibrate", run, "--ranges", "1:3", "--percentiles", "5,95"]) == 0
+    capping = load_capping_config(tmp_path / "run" / "capping.safetensors")
+    assert capping.ids == ["layers_1:3-p5", "layers_1:3-p95"]
+    assert "layers_1:3-p95" in capsys.readouterr().out
+    transcript = tmp_path / "t.json"
+    transcript.write_text(
+        json.dumps([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}])
+    )
+    assert main(["calibrate", run, "--conversations", str(transcript)]) == 0
+    cal = load_calibration(tmp_path / "run")
+    assert cal.n_conversations == 1 and cal.source == "1 conversations from 1 file(s)"
+    before = (tmp_path / "run" / "capping.safetensors").read_bytes()
+    for bad, message in (
+        (["--ranges", "3:1"], "not a layer range"),
+        (["--ranges", "2:9"], "layer 3 of range 2:9"),
+        (["--percentiles", "x"], "not a list of numbers"),
+        (["--percentiles", "120"], "outside 0..100"),
+    ):
+        assert main(["calibrate", run, *bad]) == 2
+        assert message in capsys.readouterr().err
+    assert (tmp_path / "run" / "capping.safetensors").read_bytes() == before  # nothing lost
+    assert main(["calibrate", str(tmp_path)]) == 2
+    assert "holds no axis.safetensors" in capsys.readouterr().err

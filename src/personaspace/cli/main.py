@@ -8,10 +8,17 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from personaspace import __version__
-from personaspace.cli import axis_cmd, capture_cmd, catalogue_cmd, export_cmd, models_cmd
+from personaspace.cli import (
+    axis_cmd,
+    calibrate_cmd,
+    capture_cmd,
+    catalogue_cmd,
+    export_cmd,
+    models_cmd,
+)
 from personaspace.errors import PersonaspaceError
 
-COMMANDS = (models_cmd, catalogue_cmd, axis_cmd, export_cmd, capture_cmd)
+COMMANDS = (models_cmd, catalogue_cmd, axis_cmd, calibrate_cmd, export_cmd, capture_cmd)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -5,6 +5,12 @@ Build ``Intervention`` values with ``steer``, ``ablate`` or ``cap`` and apply th
 thresholds (projection percentiles); capping configs name sets of caps.
 """
 
+from personaspace.interventions.calibrate_run import (
+    CAPPING_FILE,
+    DEFAULT_PERCENTILES,
+    calibrate_run,
+    default_ranges,
+)
 from personaspace.interventions.calibration import (
     NORM_UNIT,
     Calibration,
@@ -33,6 +39,8 @@ from personaspace.interventions.operations import (
 )
 
 __all__ = [
+    "CAPPING_FILE",
+    "DEFAULT_PERCENTILES",
     "NORM_UNIT",
     "Calibration",
     "CapExperiment",
@@ -43,7 +51,9 @@ __all__ = [
     "ablate",
     "build_capping_config",
     "calibrate",
+    "calibrate_run",
     "cap",
+    "default_ranges",
     "experiment_id",
     "intervene",
     "load_calibration",

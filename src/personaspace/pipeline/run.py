@@ -24,6 +24,7 @@ from personaspace.catalogue import Catalogue, load_catalogue, select
 from personaspace.conversation import PLAIN_STOP_STRINGS, format_conversation
 from personaspace.errors import PersonaspaceError
 from personaspace.fileformat import atomic_write, read_json, save_vectors, write_json
+from personaspace.interventions.calibrate_run import calibrate_run
 from personaspace.judge import Judge, RoleItem, TraitItem, make_judge
 from personaspace.models import LoadedModel, load_model
 from personaspace.pipeline.aggregate import Aggregate, aggregate
@@ -39,6 +40,8 @@ OUTPUTS = (
     "axis.safetensors",
     "summary.json",
     "report.html",
+    "calibration.safetensors",
+    "capping.safetensors",
     "config.json",
     "shards",
 )
@@ -331,6 +334,15 @@ def run_axis(
     t = time.perf_counter()
     _write_outputs(out, records, agg, layers, lm, summary)
     timings["write_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    # Steering units and capping thresholds for this axis (redone whenever the axis is).
+    calibration, capping = calibrate_run(lm, out)
+    timings["calibrate_s"] = time.perf_counter() - t
+    summary["calibration"] = {
+        "source": calibration.source,
+        "tokens": calibration.n_tokens,
+        "capping_experiments": capping.ids,
+    }
     if new_tokens and gen_s:
         summary["generated_tokens_per_s"] = new_tokens / gen_s
     timings["total_s"] = time.perf_counter() - started
