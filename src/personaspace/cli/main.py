@@ -13,12 +13,23 @@ from personaspace.cli import (
     calibrate_cmd,
     capture_cmd,
     catalogue_cmd,
+    chat_cmd,
     export_cmd,
     models_cmd,
+    monitor_cmd,
 )
 from personaspace.errors import PersonaspaceError
 
-COMMANDS = (models_cmd, catalogue_cmd, axis_cmd, calibrate_cmd, export_cmd, capture_cmd)
+COMMANDS = (
+    models_cmd,
+    catalogue_cmd,
+    axis_cmd,
+    calibrate_cmd,
+    export_cmd,
+    capture_cmd,
+    monitor_cmd,
+    chat_cmd,
+)
 
 
 class OneLineParser(argparse.ArgumentParser):
