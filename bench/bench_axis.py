@@ -1,10 +1,13 @@
 """The quick axis run, timed: wall time by stage, peak memory, and generation throughput.
 
 Usage: python bench/bench_axis.py [--model smollm2-135m-instruct] [--preset quick]
-       [--out runs/axis-MODEL-PRESET] [--wall-target-s 600]
+       [--out runs/axis-MODEL-PRESET] [--wall-target-s 600] [--threads N]
 
 ``--out`` keeps the run folder (a fresh one: the folder must not hold a run yet), so the
 timed run is also the run you analyse; without it the run goes to a temporary folder.
+``--threads N`` sets torch's intra-op threads for both halves (``OMP_NUM_THREADS`` for the
+child); on a CPU shared with other jobs one thread can be much faster than two, because
+every small matrix product otherwise waits for a descheduled second thread.
 
 1. Runs ``personaspace axis`` (a fresh output folder, default settings) as a child process
    and records its wall time, the stage timings from ``summary.json`` and the child's peak
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -39,14 +43,17 @@ from personaspace.pipeline.run import _groups, _prompts
 from personaspace.pipeline.work import build_work
 
 
-def run_pipeline(model: str, preset: str, out: Path) -> tuple[float, float, dict]:
+def run_pipeline(
+    model: str, preset: str, out: Path, threads: int | None
+) -> tuple[float, float, dict]:
     started = time.perf_counter()
     log = out.with_suffix(".log")
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     with open(log, "w") as handle:
         subprocess.run(
             [sys.executable, "-m", "personaspace.cli.main", "axis", "--model", model,
              "--preset", preset, "--out", str(out)],
-            check=True, stdout=handle, stderr=subprocess.STDOUT,
+            check=True, stdout=handle, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
     wall = time.perf_counter() - started
     peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB
@@ -100,16 +107,21 @@ def main() -> None:
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--out", type=Path, default=None, help="keep the run in this folder")
     parser.add_argument("--wall-target-s", type=float, default=600.0)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = AxisConfig(model=args.model, preset=args.preset)
     if args.out is not None:
         if (args.out / "config.json").exists():
             sys.exit(f"{args.out} already holds a run: a timed run needs a fresh folder")
-        wall, peak_gib, summary = run_pipeline(args.model, args.preset, args.out)
+        wall, peak_gib, summary = run_pipeline(args.model, args.preset, args.out, args.threads)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            wall, peak_gib, summary = run_pipeline(args.model, args.preset, Path(tmp) / "run")
+            wall, peak_gib, summary = run_pipeline(
+                args.model, args.preset, Path(tmp) / "run", args.threads
+            )
     timings = summary["timings"]
     pipeline_tps = summary["generated_tokens_per_s"]
     plain_tokens, plain_s = plain_generation(args.model, args.preset, config)
@@ -117,6 +129,7 @@ def main() -> None:
     result = {
         "model": args.model,
         "preset": args.preset,
+        "threads": torch.get_num_threads(),
         "responses": summary["counts"]["responses"],
         "wall_s": round(wall, 1),
         "stages_s": {k: round(v, 1) for k, v in timings.items()},
