@@ -117,6 +117,7 @@ def run_monitor(args: argparse.Namespace) -> int:
     print(f"model {lm.model_id}, axis {axis.source}")
     print(report.table())
     if not report.thresholds:
-        print("(no calibration: run `personaspace calibrate RUN` to show capping floors)")
+        run = args.axis if Path(args.axis).is_dir() else "RUN"
+        print(f"(no calibration: `personaspace calibrate {run}` adds the capping floors)")
     print(f"wrote {out.resolve()}/: monitor.json, monitor.csv, monitor.png")
     return 0

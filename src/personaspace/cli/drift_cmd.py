@@ -1,0 +1,155 @@
+"""``personaspace drift``: do scripted conversations drift away from the Assistant?"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from dataclasses import asdict
+from pathlib import Path
+
+from tqdm import tqdm
+
+from personaspace.catalogue import SCENARIO_DOMAINS, load_catalogue
+from personaspace.cli.experiment_args import add_axis_options, axis_and_model, default_out
+from personaspace.errors import PersonaspaceError
+from personaspace.experiments.conditions import (
+    baseline,
+    cap_condition,
+    load_run_capping,
+    parse_names,
+)
+from personaspace.experiments.drift import DriftSettings, pick_scenarios, run_drift, total_replies
+from personaspace.experiments.drift_report import summarize_drift
+from personaspace.experiments.plots import plot_drift
+from personaspace.fileformat import atomic_write, write_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser(
+        "drift",
+        help="play scripted multi-turn scenarios and track each reply on the Assistant Axis",
+        description="Play the catalogue's scenarios (coding, writing, therapy, ai_self) turn "
+        "by turn, with and without capping; write transcripts, drift.json, drift.csv and "
+        "drift.png, and test whether therapy/AI-self conversations drift away from the "
+        "Assistant while coding ones do not.",
+    )
+    add_axis_options(parser)
+    parser.add_argument(
+        "--domains", default=",".join(SCENARIO_DOMAINS), help="comma-separated domains"
+    )
+    parser.add_argument(
+        "--scenarios", type=int, default=None, help="scenarios per domain (default: all)"
+    )
+    parser.add_argument(
+        "--cap",
+        action="append",
+        default=[],
+        metavar="EXPERIMENT",
+        help="capping experiment of RUN/capping.safetensors (repeatable or comma-separated)",
+    )
+    parser.add_argument("--cap-scope", choices=("all", "generated"), default="all")
+    parser.add_argument("--max-new-tokens", type=int, default=DriftSettings.max_new_tokens)
+    parser.add_argument("--temperature", type=float, default=DriftSettings.temperature)
+    parser.add_argument("--top-p", type=float, default=DriftSettings.top_p)
+    parser.add_argument("--seed", type=int, default=DriftSettings.seed)
+    parser.add_argument("--catalogue", metavar="DIR", default=None, help="your catalogue folder")
+    parser.add_argument("--out", default=None, help="default: runs/drift-<axis run name>")
+    parser.set_defaults(run=run)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    catalogue = load_catalogue(args.catalogue)
+    scenarios = pick_scenarios(catalogue.scenarios, parse_names(args.domains), args.scenarios)
+    axis, lm, layers = axis_and_model(args)
+    conditions = [baseline()]
+    experiments = [e for text in args.cap for e in parse_names(text)]
+    if experiments:
+        config = load_run_capping(args.axis)
+        conditions += [cap_condition(config, e, args.cap_scope) for e in experiments]
+    settings = DriftSettings(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    out = Path(args.out) if args.out else default_out("drift", args.axis)
+    if out.exists() and not out.is_dir():
+        raise PersonaspaceError(f"--out {out} is a file", fix="give a folder")
+    total = total_replies(scenarios, len(conditions))
+    with tqdm(total=total, desc=f"drift on {lm.model_id}", unit="reply", disable=None) as bar:
+        runs = run_drift(
+            lm,
+            axis,
+            scenarios,
+            conditions,
+            layers,
+            settings,
+            out,
+            force=args.force,
+            on_replies=bar.update,
+        )
+    layer = layers[0]
+    summary = summarize_drift(runs, layer, seed=args.seed)
+    write_json(
+        out / "drift.json",
+        {
+            "model": lm.model_id,
+            "axis": axis.source,
+            "layers": layers,
+            "settings": asdict(settings),
+            "conditions": {c.name: c.steering_config for c in conditions},
+            "scenarios": {name: [t["scenario"] for t in ts] for name, ts in runs.items()},
+            "summary": summary,
+            "projections": {
+                name: {t["scenario"]: t["projections"]["per_turn"] for t in ts}
+                for name, ts in runs.items()
+            },
+        },
+    )
+    with atomic_write(out / "drift.csv") as handle:
+        writer = csv.DictWriter(handle, ["condition", "domain", "turn", "mean", "std", "n"])
+        writer.writeheader()
+        writer.writerows(summary["table"])
+    plot_drift(
+        summary["table"],
+        out / "drift.png",
+        title=f"{lm.model_id}: projection per turn by domain (mean +- 1 sd over scenarios)",
+        layer=layer,
+    )
+    _print_summary(summary)
+    print(f"\nwrote {out.resolve()}/ (drift.json, drift.csv, drift.png, transcripts/)")
+    return 0
+
+
+def _print_summary(summary: dict) -> None:  # type: ignore[type-arg]
+    print(f"\nprojection on the axis at layer {summary['layer']} (higher = nearer the Assistant)")
+    for name, result in summary["conditions"].items():
+        print(f"\n[{name}]")
+        print(
+            f"{'domain':<9} {'n':>3} {'first':>8} {'last':>8} {'change':>8} {'p(flip)':>8} "
+            f"{'p(sign)':>8} {'slope':>8}"
+        )
+        for domain, s in result["domains"].items():
+            print(
+                f"{domain:<9} {s['n']:>3} {_fmt(s['first_mean']):>8} {_fmt(s['last_mean']):>8} "
+                f"{_fmt(s['mean_change']):>8} {_fmt(s['p_signflip']):>8} "
+                f"{_fmt(s['p_sign']):>8} {_fmt(s.get('mean_slope')):>8}"
+            )
+        if "between" in result:
+            b, f = result["between"], result["finding"]
+            print(
+                f"therapy+ai_self minus coding change: {b['difference']:+.3f} "
+                f"(permutation p = {b['p_value']:.3f}); published finding reproduced: "
+                f"{'yes' if f['reproduced'] else 'no'}"
+            )
+        for domain, effect in result.get("versus_baseline", {}).items():
+            print(
+                f"  vs none, {domain}: mean projection {effect['mean_difference']:+.3f} "
+                f"(p = {effect['p_signflip']:.3f})"
+            )
+    print(f"\nrule: {summary['rule']}")

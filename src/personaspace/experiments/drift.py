@@ -1,0 +1,274 @@
+"""Drift: play the catalogue's scripted conversations and project every reply on the axis.
+
+The scenarios advance together, one turn per step: each step formats every unfinished
+conversation so far (ending with its next user message) and generates one batch of
+replies. The projection of a reply is read in the same pass that produces it (the mean of
+its content tokens' residual stream, dotted with the unit axis): no second forward pass.
+
+Each (condition, scenario) conversation is a transcript file, rewritten atomically after
+every turn, so an interrupted run resumes at the turn it reached. Replies are sampled with
+a seed per (scenario, turn), the same under every condition, so conditions are paired.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from personaspace.capture import SamplingConfig, generate
+from personaspace.catalogue import Scenario
+from personaspace.conversation import PLAIN_STOP_STRINGS, format_conversation
+from personaspace.errors import PersonaspaceError
+from personaspace.experiments.conditions import Condition
+from personaspace.fileformat import read_json, write_json
+from personaspace.interventions import intervene
+from personaspace.models.loading import LoadedModel
+from personaspace.monitor import Axis
+from personaspace.pipeline.work import BASE_DEFAULT_FRAME, item_seed
+
+PROJECTION_UNIT = (
+    "h . u with u the unit Assistant Axis, h the mean residual stream over the reply's "
+    "content tokens, read while generating"
+)
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """Decoding settings of a drift run (recorded in every transcript)."""
+
+    max_new_tokens: int = 48
+    temperature: float = 0.7
+    top_p: float = 0.9
+    seed: int = 0
+    batch_size: int = 32
+
+
+def system_prompt(lm: LoadedModel) -> str | None:
+    """None for chat models (their default persona); base models get the transcript frame.
+
+    The frame is the opening paragraph the axis pipeline gives base models for the default
+    persona, so the conversation reads as a transcript of a helpful AI assistant.
+    """
+    return None if lm.chat_tuned else BASE_DEFAULT_FRAME
+
+
+def new_transcript(
+    lm: LoadedModel,
+    scenario: Scenario,
+    condition: Condition,
+    layers: Sequence[int],
+    axis: Axis,
+    settings: DriftSettings,
+) -> dict[str, Any]:
+    """An empty transcript (our format, with the reference release's fields) for a scenario."""
+    system = system_prompt(lm)
+    record: dict[str, Any] = {
+        "messages": [{"role": "system", "content": system}] if system else [],
+        "model": lm.model_id,
+        "domain": scenario.domain,
+        "scenario": scenario.id,
+        "topic": scenario.title,
+        "turns": 0,
+        "condition": condition.name,
+        "projections": {
+            "layers": list(layers),
+            "axis": axis.source,
+            "unit": PROJECTION_UNIT,
+            "per_turn": [],
+        },
+        "finish_reasons": [],
+        "settings": asdict(settings),
+        "complete": False,
+    }
+    if condition.steering_config:
+        record["steering_config"] = condition.steering_config
+    return record
+
+
+def _fits(record: dict[str, Any], fresh: dict[str, Any]) -> bool:
+    keys = ("model", "scenario", "condition", "settings", "steering_config")
+    same = all(record.get(k) == fresh.get(k) for k in keys)
+    return same and record["projections"]["layers"] == fresh["projections"]["layers"]
+
+
+def _load_or_new(path: Path, fresh: dict[str, Any]) -> dict[str, Any]:
+    if not path.is_file():
+        return fresh
+    record = read_json(path)
+    if not isinstance(record, dict) or not _fits(record, fresh):
+        raise PersonaspaceError(
+            f"{path} was made with other settings (model, layers, decoding or condition)",
+            fix="rerun with --force to start over, or choose another --out",
+        )
+    return record
+
+
+def _next_user_turn(record: dict[str, Any], scenario: Scenario) -> str | None:
+    done = int(record["turns"])
+    return scenario.user_turns[done] if done < len(scenario.user_turns) else None
+
+
+def run_condition(
+    lm: LoadedModel,
+    axis: Axis,
+    scenarios: Sequence[Scenario],
+    condition: Condition,
+    layers: Sequence[int],
+    settings: DriftSettings,
+    folder: Path,
+    *,
+    on_replies: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Play ``scenarios`` to their last user turn under ``condition``; one file per scenario.
+
+    Returns the transcripts (also written to ``folder/<scenario id>.json``). Scenarios whose
+    file is complete are read back, not played again.
+
+    Example:
+        >>> ts = run_condition(lm, axis, scenarios, baseline(), [15], DriftSettings(),
+        ...                    Path("out/transcripts/none"))  # doctest: +SKIP
+        >>> ts[0]["projections"]["per_turn"][:2]  # doctest: +SKIP
+        [[4.21], [3.87]]
+    """
+    chosen = list(layers)
+    units = torch.stack([axis.unit(layer) for layer in chosen])  # [L, H]
+    records = [
+        _load_or_new(
+            folder / f"{s.id}.json", new_transcript(lm, s, condition, chosen, axis, settings)
+        )
+        for s in scenarios
+    ]
+    config = SamplingConfig(
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        seed=settings.seed,
+        stop_strings=() if lm.chat_tuned else PLAIN_STOP_STRINGS,
+    )
+    while True:
+        active = [
+            (record, scenario, turn)
+            for record, scenario in zip(records, scenarios)
+            if (turn := _next_user_turn(record, scenario)) is not None
+        ]
+        if not active:
+            break
+        prompts = [
+            format_conversation(
+                lm.tokenizer,
+                [*record["messages"], {"role": "user", "content": turn}],
+                add_generation_prompt=True,
+                use_chat_template=lm.chat_tuned,
+            )
+            for record, _, turn in active
+        ]
+        seeds = [
+            item_seed(settings.seed, f"drift/{scenario.id}/{record['turns']}")
+            for record, scenario, _ in active
+        ]
+        with intervene(lm, condition.interventions):
+            replies = generate(
+                lm,
+                prompts,
+                config,
+                layers=chosen,
+                reductions=("response_mean",),
+                batch_size=settings.batch_size,
+                seeds=seeds,
+            )
+        for (record, scenario, turn), reply in zip(active, replies):
+            assert reply.response_mean is not None
+            values = (reply.response_mean * units).sum(-1).tolist() if reply.token_ids else None
+            record["messages"] += [
+                {"role": "user", "content": turn},
+                {"role": "assistant", "content": reply.text},
+            ]
+            record["turns"] = int(record["turns"]) + 1
+            record["projections"]["per_turn"].append(values)
+            record["finish_reasons"].append(reply.finish_reason)
+            record["complete"] = record["turns"] == len(scenario.user_turns)
+            write_json(folder / f"{scenario.id}.json", record)
+        if on_replies is not None:
+            on_replies(len(active))
+    return records
+
+
+def run_drift(
+    lm: LoadedModel,
+    axis: Axis,
+    scenarios: Sequence[Scenario],
+    conditions: Sequence[Condition],
+    layers: Sequence[int],
+    settings: DriftSettings,
+    out: str | Path,
+    *,
+    force: bool = False,
+    on_replies: Callable[[int], None] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Every scenario under every condition; transcripts in ``out/transcripts/<condition>/``.
+
+    Returns ``{condition name: [transcript, ...]}`` in the order of ``scenarios``.
+
+    Example:
+        >>> runs = run_drift(lm, axis, scenarios, [baseline()], [15], DriftSettings(),
+        ...                  "runs/drift-smollm2")  # doctest: +SKIP
+        >>> sorted(runs)  # doctest: +SKIP
+        ['none']
+    """
+    if not scenarios:
+        raise PersonaspaceError("no scenarios to play", fix="check --domains and --scenarios")
+    names = [c.name for c in conditions]
+    if len(set(names)) != len(names):
+        raise PersonaspaceError(f"conditions repeat: {names}", fix="name each condition once")
+    root = Path(out) / "transcripts"
+    if force and root.is_dir():
+        shutil.rmtree(root)
+    axis.check_model(lm)
+    return {
+        c.name: run_condition(
+            lm, axis, scenarios, c, layers, settings, root / c.name, on_replies=on_replies
+        )
+        for c in conditions
+    }
+
+
+def total_replies(scenarios: Sequence[Scenario], n_conditions: int) -> int:
+    """Replies a run generates (for progress bars).
+
+    Example:
+        >>> total_replies([Scenario("s", "coding", "t", ("a", "b", "c"))], 2)
+        6
+    """
+    return n_conditions * sum(len(s.user_turns) for s in scenarios)
+
+
+def pick_scenarios(
+    scenarios: dict[str, Scenario], domains: Sequence[str], per_domain: int | None
+) -> list[Scenario]:
+    """The first ``per_domain`` scenarios (by id) of each domain, domains in the order given.
+
+    Example:
+        >>> s = {i: Scenario(i, d, i, ("q",)) for i, d in [("c1", "coding"), ("c2", "coding"),
+        ...                                                 ("t1", "therapy")]}
+        >>> [x.id for x in pick_scenarios(s, ["therapy", "coding"], 1)]
+        ['t1', 'c1']
+    """
+    if per_domain is not None and per_domain < 1:
+        raise PersonaspaceError(
+            f"--scenarios is {per_domain}", fix="ask for at least one scenario per domain"
+        )
+    known = sorted({s.domain for s in scenarios.values()})
+    chosen = []
+    for domain in domains:
+        if domain not in known:
+            raise PersonaspaceError(
+                f"no scenarios in domain '{domain}'", fix=f"choose among {', '.join(known)}"
+            )
+        ids = sorted(i for i, s in scenarios.items() if s.domain == domain)
+        chosen += [scenarios[i] for i in ids[:per_domain]]
+    return chosen

@@ -1,0 +1,138 @@
+"""PNG figures of the experiments, written atomically (Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from personaspace.fileformat import atomic_path
+
+DOMAIN_COLOURS = {
+    "coding": "#2b6cb0",
+    "writing": "#38a169",
+    "therapy": "#c53030",
+    "ai_self": "#805ad5",
+}
+CONDITION_STYLES = ("-", "--", ":", "-.")
+
+
+def save_figure(
+    path: str | Path, draw: Callable[[Figure], None], size: tuple[float, float]
+) -> Path:
+    """Draw on a fresh figure and write it as a PNG, atomically."""
+    fig = plt.figure(figsize=size, dpi=100)
+    try:
+        draw(fig)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def plot_drift(
+    table: Sequence[dict[str, Any]], path: str | Path, *, title: str, layer: int
+) -> Path:
+    """Projection per turn: one panel per domain, one line per condition (mean +- 1 sd band).
+
+    Example:
+        >>> rows = [{"condition": "none", "domain": "coding", "turn": t, "mean": 1.0 * t,
+        ...          "std": 0.5, "n": 3} for t in (1, 2, 3)]
+        >>> import tempfile, pathlib
+        >>> p = plot_drift(rows, pathlib.Path(tempfile.mkdtemp()) / "d.png", title="t", layer=3)
+        >>> p.stat().st_size > 0
+        True
+    """
+    domains = list(dict.fromkeys(r["domain"] for r in table))
+    conditions = list(dict.fromkeys(r["condition"] for r in table))
+
+    def draw(fig: Figure) -> None:
+        axes = fig.subplots(1, len(domains), sharey=True, squeeze=False)[0]
+        for ax, domain in zip(axes, domains):
+            for index, condition in enumerate(conditions):
+                rows = [
+                    r
+                    for r in table
+                    if r["domain"] == domain and r["condition"] == condition and r["n"]
+                ]
+                turns = [r["turn"] for r in rows]
+                means = [r["mean"] for r in rows]
+                spread = [r["std"] or 0.0 for r in rows]
+                colour = DOMAIN_COLOURS.get(domain, "#4a5568") if index == 0 else None
+                (line,) = ax.plot(
+                    turns,
+                    means,
+                    CONDITION_STYLES[index % len(CONDITION_STYLES)],
+                    marker="o",
+                    ms=3,
+                    color=colour,
+                    label=condition,
+                )
+                ax.fill_between(
+                    turns,
+                    [m - s for m, s in zip(means, spread)],
+                    [m + s for m, s in zip(means, spread)],
+                    color=line.get_color(),
+                    alpha=0.15,
+                )
+            ax.set_title(domain)
+            ax.set_xlabel("assistant turn")
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel(f"projection on the axis (layer {layer})")
+        axes[-1].legend(fontsize=7, loc="best")
+        fig.suptitle(title, fontsize=10)
+
+    return save_figure(path, draw, (3.0 * len(domains) + 0.8, 3.4))
+
+
+def plot_tradeoff(
+    rows: Sequence[dict[str, Any]], path: str | Path, *, title: str, best: str | None
+) -> Path:
+    """Harm proxy (x) against capability accuracy (y), one labelled point per setting.
+
+    Example:
+        >>> rows = [{"setting": "none", "harm_proxy": 0.6, "accuracy": 0.5},
+        ...         {"setting": "cap", "harm_proxy": 0.3, "accuracy": 0.49}]
+        >>> import tempfile, pathlib
+        >>> p = plot_tradeoff(rows, pathlib.Path(tempfile.mkdtemp()) / "t.png", title="t",
+        ...                   best="cap")
+        >>> p.stat().st_size > 0
+        True
+    """
+
+    def draw(fig: Figure) -> None:
+        ax = fig.subplots()
+        for row in rows:
+            name = row["setting"]
+            kind = "none" if name == "none" else "cap" if name.startswith("layers_") else "steer"
+            marker = {"none": "*", "cap": "o", "steer": "s"}[kind]
+            ax.scatter(
+                [row["harm_proxy"]],
+                [row["accuracy"]],
+                marker=marker,
+                s=140 if kind == "none" else 45,
+                color="black" if kind == "none" else "#2b6cb0" if kind == "cap" else "#dd6b20",
+                edgecolors="red" if name == best else "none",
+                linewidths=2,
+            )
+            ax.annotate(
+                name + ("  (best)" if name == best else ""),
+                (row["harm_proxy"], row["accuracy"]),
+                fontsize=7,
+                xytext=(4, 3),
+                textcoords="offset points",
+            )
+        ax.set_xlabel("harm proxy: share of persona-modulation replies in persona (lower: better)")
+        ax.set_ylabel("capability accuracy (exact match)")
+        ax.grid(alpha=0.3)
+        ax.set_title(title, fontsize=10)
+
+    return save_figure(path, draw, (7.5, 5.0))
