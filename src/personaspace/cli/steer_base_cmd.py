@@ -1,0 +1,87 @@
+"""``personaspace steer-base``: steer a base model along an axis; which archetypes emerge?"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from personaspace.analysis.base_steering import (
+    DEFAULT_COEFS,
+    SteeringSettings,
+    parse_coefs,
+    residual_norm,
+    role_reference,
+    steer_base_model,
+)
+from personaspace.analysis.compare_load import load_compared_run
+from personaspace.catalogue import load_catalogue
+from personaspace.cli.compare_cmd import _slug, add_steering_arguments
+from personaspace.errors import PersonaspaceError
+from personaspace.fileformat import read_json, write_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser(
+        "steer-base",
+        help="steer a base model along an axis (its own or its instruct model's) and judge "
+        "which roles its completions resemble",
+    )
+    parser.add_argument("run_base", metavar="RUN_BASE", help="the base model's axis run folder")
+    parser.add_argument(
+        "--axis",
+        default=None,
+        help="axis run folder or file to steer with (default: RUN_BASE's own axis)",
+    )
+    parser.add_argument("--model", default=None, help="default: the model RUN_BASE was run on")
+    parser.add_argument("--out", default=None, help="output folder (default: runs/steer-RUN)")
+    add_steering_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def run_steering(args: argparse.Namespace, base_folder: Path, axis_source: Path) -> dict[str, Any]:
+    """The steering study for parsed CLI arguments (shared with ``compare --steer-base``)."""
+    from personaspace.models import load_model
+    from personaspace.monitor import load_axis
+
+    header = (
+        read_json(base_folder / "config.json") if (base_folder / "config.json").is_file() else {}
+    )
+    model = getattr(args, "model", None) or header.get("config", {}).get("model")
+    if not model:
+        raise PersonaspaceError(
+            f"{base_folder} does not say which model it was run on", fix="pass --model"
+        )
+    base = load_compared_run(base_folder)
+    layer = base.analysis_layer if args.steer_layer is None else args.steer_layer
+    row = base.row(layer)
+    print(f"steering {model} at layer {layer} with the axis of {axis_source} ...", file=sys.stderr)
+    lm = load_model(model)
+    axis = load_axis(axis_source, lm)
+    norm = residual_norm(lm, base_folder, load_axis(base_folder, lm), layer)
+    roles = role_reference(base.roles, row, list(load_catalogue(base.catalogue).roles.values()))
+    settings = SteeringSettings(
+        coefs=parse_coefs(args.coefs) if args.coefs else DEFAULT_COEFS,
+        samples_per_prompt=args.samples,
+        max_new_tokens=args.steer_tokens,
+    )
+    return steer_base_model(
+        lm, axis, layer, norm, roles, settings, judge_evidence=not args.no_judge_evidence
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    base_folder = Path(args.run_base)
+    axis_source = Path(args.axis) if args.axis else base_folder
+    result = run_steering(args, base_folder, axis_source)
+    out = Path(args.out or Path("runs") / f"steer-{_slug(base_folder.name)}")
+    write_json(out / "steer_base.json", result)
+    for row in result["by_coefficient"]:
+        judge = ", ".join(row["nearest_by_judge"][:3]) or "-"
+        print(
+            f"coef {row['coef_frac']:+.2f}  on axis {row['reread_on_axis_mean']:8.3f}  "
+            f"activation: {', '.join(row['nearest_by_activation'][:3])}  judge: {judge}"
+        )
+    print(f"wrote {(out / 'steer_base.json').resolve()}")
+    return 0
