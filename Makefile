@@ -24,6 +24,8 @@ $(STAMP): pyproject.toml | $(PY)
 
 $(DEV_STAMP): $(STAMP)
 	$(PIP) install --quiet -e '.[dev]'
+	# The browser test drives Debian's Chromium (Playwright's own browser download is not used).
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || echo "no chromium: the browser test skips here (under CI=true it fails)"
 	touch $@
 
 install: $(STAMP)

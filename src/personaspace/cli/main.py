@@ -11,12 +11,17 @@ from personaspace import __version__
 from personaspace.cli import (
     axis_cmd,
     calibrate_cmd,
+    cap_eval_cmd,
     capture_cmd,
     catalogue_cmd,
     chat_cmd,
+    compare_cmd,
+    drift_cmd,
     export_cmd,
     models_cmd,
     monitor_cmd,
+    serve_cmd,
+    steer_base_cmd,
 )
 from personaspace.errors import PersonaspaceError
 
@@ -25,10 +30,15 @@ COMMANDS = (
     catalogue_cmd,
     axis_cmd,
     calibrate_cmd,
+    compare_cmd,
+    steer_base_cmd,
     export_cmd,
     capture_cmd,
     monitor_cmd,
     chat_cmd,
+    drift_cmd,
+    cap_eval_cmd,
+    serve_cmd,
 )
 
 
