@@ -441,3 +441,21 @@ def test_cli_serves_a_run_folder_and_stops_on_interrupt(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
+
+
+def test_server_layers_are_the_default_and_explicit_nulls_are_defaults() -> None:
+    lm, axis, _, capping = tiny_setup()
+    app = create_app(ServeEngine(lm, axis, capping=capping, layers=[0, 2]))
+    with ServerThread(app) as server:
+        status, reply = _raw(server, "POST", "/v1/chat/completions", _chat())
+        assert status == 200 and reply["personaspace"]["layers"] == [0, 2]
+        nulls = json.loads(_chat())
+        nulls.update({"stream": None, "n": None, "personaspace": None, "stream_options": None})
+        status, same = _raw(server, "POST", "/v1/chat/completions", json.dumps(nulls).encode())
+        assert status == 200
+        assert same["choices"][0]["message"] == reply["choices"][0]["message"]
+        assert same["personaspace"]["projection"] == reply["personaspace"]["projection"]
+        status, asked = _raw(
+            server, "POST", "/v1/chat/completions", _chat(personaspace={"layers": [1]})
+        )
+        assert status == 200 and list(asked["personaspace"]["projection"]) == ["1"]

@@ -26,7 +26,7 @@ def chromium_path() -> str | None:
     return next((p for p in map(shutil.which, CHROMIUM_NAMES) if p), None)
 
 
-IN_CI = bool(os.environ.get("CI"))
+IN_CI = os.environ.get("CI", "").lower() in ("true", "1", "yes")
 
 
 def missing(what: str) -> None:

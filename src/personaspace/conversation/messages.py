@@ -68,7 +68,18 @@ def as_messages(conversation: Iterable[Message | Mapping[str, object]]) -> list[
         if message.role != expected:
             position = index + (len(messages) - len(body))
             raise PersonaspaceError(
-                f"message {position} is a {message.role} turn where a {expected} turn belongs",
+                f"message {position} is {_a(message.role)} turn where {_a(expected)} turn "
+                "belongs",
                 fix="put an optional system message first, then alternate user and assistant",
             )
     return messages
+
+
+def _a(word: str) -> str:
+    """``word`` with its indefinite article.
+
+    Example:
+        >>> _a("user"), _a("assistant")
+        ('a user', 'an assistant')
+    """
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"

@@ -10,6 +10,7 @@ that touches the model in its one worker thread.
 
 from __future__ import annotations
 
+import math
 import secrets
 import threading
 from collections.abc import Callable, Sequence
@@ -50,7 +51,8 @@ class TurnPlan:
 
 
 def _number(value: float) -> float | None:
-    return None if value != value else float(value)
+    """JSON has no NaN or infinity: those become null."""
+    return float(value) if math.isfinite(value) else None
 
 
 class ServeEngine:
@@ -97,9 +99,13 @@ class ServeEngine:
         self.context_tokens: int | None = getattr(text_config, "max_position_embeddings", None)
 
     # --- per-request choices -----------------------------------------------------------
+    def _layers(self, requested: Sequence[int] | None) -> list[int]:
+        """The layers a request asked for, else the server's (``--layers``)."""
+        return self.layers if requested is None else resolve_layers(self.axis, self.lm, requested)
+
     def plan(self, options: PersonaspaceOptions) -> TurnPlan:
         """Check the extension fields of a request and build its interventions."""
-        layers = resolve_layers(self.axis, self.lm, options.layers)
+        layers = self._layers(options.layers)
         cap_id = options.cap if options.cap_given else self.default_cap
         interventions: list[Intervention] = []
         steer_info = None
@@ -266,7 +272,7 @@ class ServeEngine:
         self, transcript: Transcript, layers: Sequence[int] | None, per_token: bool
     ) -> dict[str, Any]:
         """Project a transcript's assistant turns (one teacher-forced pass)."""
-        chosen = resolve_layers(self.axis, self.lm, layers)
+        chosen = self._layers(layers)
         conv = format_conversation(self.lm.tokenizer, transcript.messages)
         if self.context_tokens is not None and len(conv.input_ids) > self.context_tokens:
             raise APIError(

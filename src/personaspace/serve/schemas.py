@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from personaspace.serve.errors import APIError
 
 MAX_STOP_STRINGS = 4
+# Request fields whose explicit null means "use the default".
+NULL_IS_DEFAULT = frozenset({"stream", "n", "personaspace", "stream_options"})
 
 
 class TextPart(BaseModel):
@@ -93,6 +95,14 @@ class ChatCompletionRequest(BaseModel):
     tools: list[Any] | None = None
     response_format: dict[str, Any] | None = None
     personaspace: PersonaspaceOptions = Field(default_factory=PersonaspaceOptions)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_mean_defaults(cls, data: Any) -> Any:
+        # Some clients send every field, unset ones as null: read those as left out.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None or k not in NULL_IS_DEFAULT}
+        return data
 
     @model_validator(mode="after")
     def _supported(self) -> ChatCompletionRequest:

@@ -240,7 +240,7 @@ function makeChart(canvas, xTitle, tooltipLabel) {
       maintainAspectRatio: false,
       parsing: false,
       scales: {
-        x: { type: "linear", min: 0.5, max: 1.5, title: { display: true, text: xTitle }, ticks: { precision: 0 } },
+        x: { type: "linear", min: 0.5, max: 1.5, title: { display: true, text: xTitle }, ticks: { precision: 0, callback: (v) => (Number.isInteger(v) ? v : "") } },
         y: { title: { display: true, text: "projection on the unit axis" } },
       },
       plugins: {
@@ -267,7 +267,8 @@ function resetSeries() {
 
 function newChat() {
   state.mode = $("compare-toggle").checked ? "compare" : "single";
-  $("cap-toggle").disabled = state.mode === "compare";
+  const canCap = (state.info.capping.experiments || []).length > 0;
+  $("cap-toggle").disabled = !canCap || state.mode === "compare";
   resetSeries();
   $("messages").replaceChildren();
   showError("");
