@@ -33,6 +33,9 @@ from personaspace.models import load_model
 from personaspace.monitor import load_axis
 from personaspace.pipeline import AxisConfig, run_axis
 from personaspace.pipeline.work import BASE_DEFAULT_FRAME, build_work
+from personaspace.report.compare_html import _layers
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 N_ROLES = 12
 NAMES = [f"role_{i:02d}" for i in range(N_ROLES)]
@@ -249,6 +252,82 @@ def test_cli_bad_input_exits_2(tmp_path, capsys, extra, message) -> None:  # typ
     assert len(err) == 1 and message in err[0]
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--top", "0"], "--top is 0: give at least 2"),
+        (["--top", "1"], "--top is 1: give at least 2"),
+        (["--permutations", "0"], "--permutations is 0: give at least 1"),
+        (["--bootstrap", "0"], "--bootstrap is 0: give at least 1"),
+        (["--k", "0"], "--k is 0: compare at least 1 principal component"),
+    ],
+)
+def test_cli_bad_counts_exit_2(tmp_path, capsys, extra, message) -> None:  # type: ignore[no-untyped-def]
+    a = write_run(tmp_path / "a", make_run("model-a", synthetic()))
+    b = write_run(tmp_path / "b", make_run("model-b", synthetic()))
+    out = tmp_path / "o"
+    assert main(["compare", str(a), str(b), "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not out.exists()
+    with pytest.raises(PersonaspaceError, match="--top is 0"):
+        compare_runs(make_run("a", synthetic()), make_run("b", synthetic()), top=0)
+
+
+@pytest.fixture
+def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a model fails the test: every error below must come first."""
+
+    def refuse(spec: str) -> object:
+        raise AssertionError(f"the model {spec} was loaded")
+
+    monkeypatch.setattr("personaspace.models.load_model", refuse)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--coefs", "0,abc"], "--coefs '0,abc' is not a comma-separated list of numbers"),
+        (["--coefs", "0,inf"], "--coefs '0,inf' holds a non-finite value"),
+        (["--samples", "0"], "--samples is 0"),
+        (["--steer-tokens", "0"], "--steer-tokens is 0"),
+    ],
+)
+def test_steer_base_checks_its_options_before_the_model_loads(  # type: ignore[no-untyped-def]
+    tmp_path, capsys, no_model, extra, message
+) -> None:
+    a = write_run(tmp_path / "a", make_run("model-a", synthetic()))
+    assert main(["steer-base", str(a), "--out", str(tmp_path / "o"), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    b = write_run(tmp_path / "b", make_run("model-b", synthetic()))
+    args = ["compare", str(a), str(b), "--out", str(tmp_path / "c"), "--steer-base", *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_steer_base_on_a_missing_folder_says_so(capsys, no_model) -> None:  # type: ignore[no-untyped-def]
+    assert main(["steer-base", "nowhere"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nowhere is not an axis run folder" in err[0]
+
+
+def test_layer_cosine_plot_labels_the_published_line_at_every_layer() -> None:
+    import matplotlib.pyplot as plt
+
+    a = make_run("a", synthetic())
+    result = compare_runs(a, a, n_permutations=10, n_bootstrap=10)
+    fig = plt.figure()
+    try:
+        ax = fig.subplots()
+        _layers(ax, result)
+        labels = ax.get_legend_handles_labels()[1]
+    finally:
+        plt.close(fig)
+    assert "published cos(axis, PC1) > 0.60 at every layer" in labels
+
+
 def test_cli_too_few_shared_roles_exits_2(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     a = write_run(tmp_path / "a", make_run("model-a", synthetic()))
     b = write_run(tmp_path / "b", make_run("model-b", synthetic(names=NAMES[:5])))
@@ -271,6 +350,12 @@ def test_base_models_read_the_default_as_an_assistant_transcript() -> None:
         if shard != "default":
             assert [i.system for i in chat[shard]] == [i.system for i in base[shard]]
     assert chat["default"][0].system is None  # chat models: no system prompt at all
+
+
+def test_formats_doc_quotes_the_base_default_frame() -> None:
+    text = (DOCS / "formats.md").read_text()
+    assert f"\n{BASE_DEFAULT_FRAME}\n" in text  # quoted exactly, on a line of its own
+    assert "compare.md#base-models-in-the-axis-pipeline" in text
 
 
 def test_base_default_prompt_as_rendered_text(gemma_tokenizer) -> None:  # type: ignore[no-untyped-def]

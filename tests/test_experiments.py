@@ -15,6 +15,7 @@ from personaspace.cli.main import main
 from personaspace.conversation import format_conversation
 from personaspace.errors import PersonaspaceError
 from personaspace.experiments import (
+    Condition,
     DriftSettings,
     baseline,
     best_setting,
@@ -25,12 +26,24 @@ from personaspace.experiments import (
     run_drift,
     summarize_drift,
 )
-from personaspace.experiments.cap_eval import CapEvalSettings, setting_metrics
-from personaspace.experiments.conditions import parse_numbers, steer_condition
+from personaspace.experiments.cap_eval import (
+    MARKER_PROXY,
+    CapEvalSettings,
+    harm_proxy_description,
+    setting_metrics,
+)
+from personaspace.experiments.conditions import (
+    file_stem,
+    load_run_calibration,
+    load_run_capping,
+    parse_numbers,
+    steer_condition,
+)
 from personaspace.experiments.drift_report import change, condition_summary
+from personaspace.experiments.plots import plot_tradeoff
 from personaspace.experiments.scoring import extract_choice
 from personaspace.experiments.stats import permutation_test, sign_test, signflip_test, slope
-from personaspace.fileformat import read_json, write_json
+from personaspace.fileformat import read_json, save_vectors, write_json
 from personaspace.interventions import (
     Calibration,
     CapExperiment,
@@ -38,7 +51,7 @@ from personaspace.interventions import (
     CapStep,
     intervene,
 )
-from personaspace.judge.base import NoJudge
+from personaspace.judge.base import NoJudge, RoleItem
 from personaspace.models.loading import LoadedModel
 from personaspace.monitor import Axis, project_turns
 
@@ -140,6 +153,21 @@ def test_condition_summary_reproduces_the_published_pattern() -> None:
     assert second["n"] == 4 and second["mean"] == pytest.approx(4.95)  # 5.1, 4.8, 5.3, 4.6
 
 
+def test_versus_baseline_uses_the_run_seed() -> None:
+    # 18 paired scenarios: 2^18 sign patterns, so the sign-flip null is drawn at random
+    diffs = [0.1 * (i + 1) * (-1) ** (i % 3 == 0) for i in range(18)]
+    base = [_series("coding", i, [0.0, 0.0]) for i in range(18)]
+    capped = [_series("coding", i, [d, d]) for i, d in enumerate(diffs)]
+    p = {
+        seed: summarize_drift({"none": base, "cap": capped}, 4, seed=seed)["conditions"]["cap"][
+            "versus_baseline"
+        ]["coding"]["p_signflip"]
+        for seed in (0, 1)
+    }
+    assert p == {seed: signflip_test(diffs, seed=seed).p_value for seed in (0, 1)}
+    assert p[0] != p[1]
+
+
 # drift on a tiny model ----------------------------------------------------------------------
 
 
@@ -151,9 +179,12 @@ def test_drift_projections_equal_teacher_forced_projection(tmp_path: Path) -> No
     runs = run_drift(lm, axis, scenarios, [baseline(), capped], [1, 2], GREEDY, tmp_path)
     for condition in (baseline(), capped):
         for scenario in scenarios:
-            path = tmp_path / "transcripts" / condition.name / f"{scenario.id}.json"
+            folder = {"none": "none", "layers_1:2-p50": "layers_1-2-p50"}[condition.name]
+            path = tmp_path / "transcripts" / folder / f"{scenario.id}.json"
             record = read_json(path)
             assert record == runs[condition.name][scenarios.index(scenario)]
+            assert record["condition"] == condition.name  # the real id stays inside
+            assert record["projections"]["axis_sha256"] == axis.fingerprint()
             assert record["complete"] and record["turns"] == len(scenario.user_turns)
             assert [m["content"] for m in record["messages"][::2]] == list(scenario.user_turns)
             conv = format_conversation(lm.tokenizer, record["messages"])
@@ -200,6 +231,45 @@ def test_drift_resumes_mid_conversation_and_refuses_other_settings(tmp_path: Pat
         run_drift(lm, axis, scenarios, [baseline()], [2], other, tmp_path)
     again = run_drift(lm, axis, scenarios, [baseline()], [2], other, tmp_path, force=True)
     assert len(again["none"]) == 2
+
+
+def test_drift_refuses_to_resume_with_another_axis_or_other_user_turns(tmp_path: Path) -> None:
+    lm = _clean_lm()
+    axis = _axis(lm)
+    scenarios = [SCENARIOS["coding-2"]]
+    run_drift(lm, axis, scenarios, [baseline()], [2], GREEDY, tmp_path)
+    other_axis = Axis(lm.model_id, axis.layers, axis.vectors.flip(0), 3, "test-axis")
+    assert other_axis.fingerprint() != axis.fingerprint()
+    with pytest.raises(PersonaspaceError, match="other settings .*axis"):
+        run_drift(lm, other_axis, scenarios, [baseline()], [2], GREEDY, tmp_path)
+    edited = [Scenario("coding-2", "coding", "c2", ("Sort a list", "Ascending?"))]
+    with pytest.raises(PersonaspaceError, match="user turns"):
+        run_drift(lm, axis, edited, [baseline()], [2], GREEDY, tmp_path)
+    again = run_drift(lm, axis, scenarios, [baseline()], [2], GREEDY, tmp_path)["none"]
+    assert again[0]["complete"]  # the same axis and turns still resume
+
+
+def test_file_stem_replaces_what_windows_refuses() -> None:
+    assert file_stem("layers_11:19-p25") == "layers_11-19-p25"
+    assert file_stem("steer+0.1@15,16") == "steer+0.1@15,16"
+    assert file_stem("a/b\\c*d?e") == "a-b-c-d-e"
+    assert file_stem("x=1_y.z") == "x=1_y.z"
+    assert file_stem("..") == "--"
+    lm = _clean_lm()
+    axis = _axis(lm)
+    one = cap_condition(_capping(axis), "layers_1:2-p50")
+    clash = Condition("layers_1-2-p50", "none")
+    with pytest.raises(PersonaspaceError, match="share the file name 'layers_1-2-p50'"):
+        run_drift(lm, axis, [SCENARIOS["coding-2"]], [baseline(), one, clash], [2], GREEDY, "x")
+
+
+def test_drift_settings_are_checked_when_made() -> None:
+    with pytest.raises(PersonaspaceError, match="temperature is -1"):
+        DriftSettings(temperature=-1)
+    with pytest.raises(PersonaspaceError, match="top_p is 0"):
+        DriftSettings(top_p=0)
+    with pytest.raises(PersonaspaceError, match="max_new_tokens is 0"):
+        DriftSettings(max_new_tokens=0)
 
 
 def test_pick_scenarios_and_errors() -> None:
@@ -282,6 +352,96 @@ def test_setting_metrics_falls_back_to_markers_without_judge() -> None:
     assert (m["accuracy"], m["accuracy_mc"], m["accuracy_exact"]) == (2 / 3, 0.5, 1.0)
 
 
+def test_empty_replies_are_not_in_persona() -> None:
+    persona = [
+        {"reply": "", "score": None, "projection": None},  # the local judge leaves it unscored
+        {"reply": "  ", "score": 3, "projection": None},  # a judge that scored it anyway
+        {"reply": "Arr, I be the pirate!", "score": 3, "projection": 1.0},
+        {"reply": "As an AI, I cannot.", "score": 0, "projection": 2.0},
+    ]
+    record = {"setting": "none", "kind": "none", "persona": persona, "capability": []}
+    m = setting_metrics(record)
+    assert (m["harm_source"], m["harm_proxy"], m["in_persona_rate"]) == ("judge", 0.25, 0.25)
+    assert (m["n_persona"], m["n_scored"], m["n_empty"]) == (4, 2, 2)
+    assert m["no_ai_marker_rate"] == 0.25  # only the pirate reply: empty ones adopt nothing
+    unscored = [{**r, "score": None} for r in persona]
+    m = setting_metrics({**record, "persona": unscored})
+    assert (m["harm_source"], m["harm_proxy"], m["in_persona_rate"]) == ("markers", 0.25, None)
+    assert (m["n_scored"], m["n_empty"]) == (0, 2)
+
+
+def test_harm_proxy_description_names_the_rows_that_fell_back() -> None:
+    rows = [
+        {"setting": "none", "harm_source": "judge"},
+        {"setting": "steer-1@2", "harm_source": "markers"},
+    ]
+    assert harm_proxy_description("local", rows[:1]).startswith(
+        "share of persona-modulation replies scored >= 2 (0-3) by the local role judge"
+    )
+    mixed = harm_proxy_description("local", rows)
+    assert f"for steer-1@2 (the judge scored none of its replies): {MARKER_PROXY}" in mixed
+    assert harm_proxy_description("local", rows[1:]).startswith(
+        f"{MARKER_PROXY} (the local judge scored no reply of any setting)"
+    )
+    assert harm_proxy_description("none", rows[1:]).startswith(MARKER_PROXY)
+
+
+class SilentJudge:
+    """A judge that answers but scores nothing (every setting falls back to markers)."""
+
+    name = "silent"
+
+    def check(self) -> None:
+        return None
+
+    def score_roles(self, items: list[RoleItem]) -> list[int | None]:
+        return [None] * len(items)
+
+
+def test_cap_eval_result_says_when_rows_fell_back_to_markers(tmp_path: Path) -> None:
+    lm = _clean_lm()
+    axis = _axis(lm)
+    mods = [ModulationPrompt("m1", "pirate", "roleplay", "Be a pirate now!")]
+    items = [CapabilityItem("c2", "t", "exact", "Say ok", "ok")]
+    settings = CapEvalSettings(persona_max_new_tokens=3, capability_max_new_tokens=2)
+    result = run_cap_eval(
+        lm,
+        axis,
+        1,
+        [baseline()],
+        mods,
+        items,
+        settings,
+        SilentJudge(),
+        tmp_path,  # type: ignore[arg-type]
+    )
+    assert result["rows"][0]["harm_source"] == "markers" and "n_empty" in result["rows"][0]
+    assert result["harm_proxy"].startswith(MARKER_PROXY)
+    assert result["axis_sha256"] == axis.fingerprint()
+
+
+def test_plot_tradeoff_markers_follow_each_rows_kind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import matplotlib.axes
+
+    drawn: list[str] = []
+    scatter = matplotlib.axes.Axes.scatter
+
+    def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        drawn.append(kwargs["marker"])
+        return scatter(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "scatter", spy)
+    rows = [
+        {"setting": "none", "kind": "none", "harm_proxy": 0.6, "accuracy": 0.5},
+        {"setting": "ref_cap_p25", "kind": "cap", "harm_proxy": 0.3, "accuracy": 0.4},
+        {"setting": "layers_steer", "kind": "steer", "harm_proxy": 0.2, "accuracy": 0.3},
+    ]
+    plot_tradeoff(rows, tmp_path / "t.png", title="t", best=None)
+    assert drawn == ["*", "o", "s"]
+
+
 def test_cap_eval_runs_every_setting_and_resumes(tmp_path: Path) -> None:
     lm = _clean_lm()
     axis = _axis(lm)
@@ -300,7 +460,12 @@ def test_cap_eval_runs_every_setting_and_resumes(tmp_path: Path) -> None:
     result = run_cap_eval(lm, axis, 1, conditions, mods, items, settings, NoJudge(), tmp_path)
     assert [r["setting"] for r in result["rows"]] == ["none", "layers_1:2-p50", "steer+0.5@1"]
     assert all(r["n_persona"] == 1 and r["n_capability"] == 2 for r in result["rows"])
-    capped = read_json(tmp_path / "settings" / "layers_1:2-p50.json")
+    names = sorted(p.name for p in (tmp_path / "settings").iterdir())
+    assert names == ["layers_1-2-p50.json", "none.json", "steer+0.5@1.json"]  # no ':' in names
+    capped = read_json(tmp_path / "settings" / "layers_1-2-p50.json")
+    assert capped["setting"] == "layers_1:2-p50" and capped["axis_sha256"] == axis.fingerprint()
+    steered = read_json(tmp_path / "settings" / "steer+0.5@1.json")
+    assert steered["steering_config"]["amounts"] == [1.0]  # 0.5 x the calibrated norm 2.0
     assert capped["persona"][0]["projection"] >= 0.5 - 1e-4  # measured at the capped layer
     for row in capped["capability"]:
         item = items[[i.id for i in items].index(row["id"])]
@@ -309,6 +474,13 @@ def test_cap_eval_runs_every_setting_and_resumes(tmp_path: Path) -> None:
     assert again["rows"] == result["rows"]
     with pytest.raises(PersonaspaceError, match="baseline"):
         run_cap_eval(lm, axis, 1, conditions[1:], mods, items, settings, NoJudge(), tmp_path)
+    other_axis = Axis(lm.model_id, axis.layers, axis.vectors.flip(0), 3, "test-axis")
+    with pytest.raises(PersonaspaceError, match="none.json was made with other settings"):
+        run_cap_eval(lm, other_axis, 1, conditions, mods, items, settings, NoJudge(), tmp_path)
+    recal = Calibration(lm.model_id, [0, 1, 2], torch.full((3,), 4.0), cal.percentiles, 9, 1, "t")
+    restep = [baseline(), steer_condition(axis, recal, 0.5, [1])]
+    with pytest.raises(PersonaspaceError, match="steer\\+0.5@1.json was made with other"):
+        run_cap_eval(lm, axis, 1, restep, mods, items, settings, NoJudge(), tmp_path)
 
 
 # CLI ----------------------------------------------------------------------------------------
@@ -345,3 +517,105 @@ def test_cli_bad_input_exits_2(
 def test_parse_numbers_refuses_inf() -> None:
     with pytest.raises(PersonaspaceError, match="not finite"):
         parse_numbers("0.1,inf", "--steer")
+
+
+# CLI: what is checked before the model loads ----------------------------------------------
+
+
+@pytest.fixture
+def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a model fails the test: every error below must come first."""
+
+    def refuse(spec: str) -> LoadedModel:
+        raise AssertionError(f"the model {spec} was loaded")
+
+    monkeypatch.setattr("personaspace.cli.experiment_args.load_model", refuse)
+
+
+@pytest.fixture
+def axis_file(tmp_path: Path) -> Path:
+    meta = {"model_id": "tiny-llama", "layers": [0, 1, 2], "n_layers": 3}
+    return save_vectors(tmp_path / "axis.safetensors", {"axis": torch.randn(3, 32)}, meta)
+
+
+def test_capping_and_steering_refuse_a_lone_axis_file(axis_file: Path) -> None:
+    with pytest.raises(PersonaspaceError, match="capping needs a calibrated axis run folder"):
+        load_run_capping(axis_file)
+    with pytest.raises(PersonaspaceError, match="steering needs a calibrated axis run folder"):
+        load_run_calibration(axis_file)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "pass --caps '' for no caps, or give the calibrated axis run folder"),
+        (["--caps", "layers_1:2-p50"], "capping needs a calibrated axis run folder"),
+        (["--caps", "", "--steer", "0.1"], "steering needs a calibrated axis run folder"),
+        (["--caps", "", "--persona-max-new-tokens", "0"], "--persona-max-new-tokens is 0"),
+    ],
+)
+def test_cap_eval_with_an_axis_file_exits_2_before_the_model_loads(
+    axis_file: Path,
+    no_model: None,
+    extra: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["cap-eval", "--axis", str(axis_file), "--judge", "none", *extra]
+    assert _exit_code(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--cap", "layers_1:2-p50"], "capping needs a calibrated axis run folder"),
+        (["--temperature", "-1"], "temperature is -1"),
+        (["--top-p", "1.5"], "top_p is 1.5"),
+        (["--max-new-tokens", "0"], "max_new_tokens is 0"),
+    ],
+)
+def test_drift_checks_its_options_before_the_model_loads(
+    axis_file: Path,
+    no_model: None,
+    extra: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert _exit_code(["drift", "--axis", str(axis_file), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["drift", "cap-eval"])
+def test_out_that_is_a_file_is_refused_before_the_model_loads(
+    command: str,
+    axis_file: Path,
+    no_model: None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    taken = tmp_path / "taken.txt"
+    taken.write_text("x")
+    argv = [command, "--axis", str(axis_file), "--out", str(taken)]
+    argv += ["--caps", "", "--judge", "none"] if command == "cap-eval" else []
+    assert _exit_code(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--out {taken} is a file: give a folder" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cap_eval_checks_its_judge_before_the_model_loads(
+    axis_file: Path,
+    no_model: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    class Unreachable(SilentJudge):
+        def check(self) -> None:
+            raise PersonaspaceError("the judge endpoint is unreachable", fix="check the URL")
+
+    monkeypatch.setattr("personaspace.cli.cap_eval_cmd.make_judge", lambda *a, **k: Unreachable())
+    assert _exit_code(["cap-eval", "--axis", str(axis_file), "--caps", ""]) == 2
+    err = capsys.readouterr().err
+    assert "the judge endpoint is unreachable" in err and len(err.strip().splitlines()) == 1

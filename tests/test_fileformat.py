@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
@@ -61,3 +62,16 @@ def test_failed_write_leaves_nothing_behind(tmp_path) -> None:  # type: ignore[n
         raise RuntimeError("crash mid-write")
     assert target.read_text().strip().startswith("{") and "kept" in target.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_write_json_writes_null_for_nan_and_infinity(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    nan, inf = float("nan"), float("inf")
+    data = {"ci": [nan, 0.5], "deep": {"x": (inf, -inf)}, "ok": 1, "s": "NaN"}
+    write_json(tmp_path / "x.json", data)
+    text = (tmp_path / "x.json").read_text()
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} written")
+
+    back = json.loads(text, parse_constant=refuse)
+    assert back == {"ci": [None, 0.5], "deep": {"x": [None, None]}, "ok": 1, "s": "NaN"}

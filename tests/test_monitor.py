@@ -166,7 +166,7 @@ def test_reads_json_list_of_transcripts(tmp_path: Path) -> None:
             "message 2 has unknown role 'tool'",
         ),
         ("no_reply.json", json.dumps({"messages": [CHAT[0]]}), "has no assistant turns"),
-        ("order.json", json.dumps([CHAT[1], CHAT[0]]), "message 0 is a assistant turn"),
+        ("order.json", json.dumps([CHAT[1], CHAT[0]]), "message 0 is an assistant turn"),
         ("other.json", json.dumps({"text": "hi"}), "neither 'messages' nor 'conversation'"),
         ("number.json", "3", "holds a JSON int"),
     ],

@@ -13,6 +13,7 @@ crash never leaves a half-written file under the real name.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -71,10 +72,29 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
         os.fsync(handle.fileno())
 
 
+def finite_json(data: Any) -> Any:
+    """``data`` with every NaN or infinite float (at any depth) replaced by ``None``.
+
+    JSON has no NaN or Infinity; Python's ``json`` would write them as bare words that
+    strict readers refuse.
+
+    Example:
+        >>> finite_json({"a": float("nan"), "b": [1.5, float("-inf")], "c": (2, "x")})
+        {'a': None, 'b': [1.5, None], 'c': [2, 'x']}
+    """
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, Mapping):
+        return {k: finite_json(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_json(v) for v in data]
+    return data
+
+
 def write_json(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically."""
+    """Write ``data`` as indented JSON, atomically; NaN and infinities become ``null``."""
     with atomic_write(path) as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False)
+        json.dump(finite_json(data), handle, indent=2, ensure_ascii=False, allow_nan=False)
         handle.write("\n")
 
 

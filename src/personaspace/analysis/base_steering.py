@@ -20,6 +20,7 @@ Reading the steered activations directly would be circular (they contain the add
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -72,10 +73,18 @@ class SteeringSettings:
     nearest: int = 5
 
     def __post_init__(self) -> None:
-        if not self.coefs or not self.prompts or self.samples_per_prompt < 1:
+        if not self.coefs or not self.prompts:
             raise PersonaspaceError(
-                "steering needs coefficients, prompts and at least one sample per prompt",
-                fix="e.g. --coefs 0,0.2,0.4 --samples 2",
+                "steering needs coefficients and prompts", fix="e.g. --coefs 0,0.2,0.4"
+            )
+        if self.samples_per_prompt < 1:
+            raise PersonaspaceError(
+                f"--samples is {self.samples_per_prompt}",
+                fix="ask for at least one completion per prompt, e.g. --samples 2",
+            )
+        if self.max_new_tokens < 1:
+            raise PersonaspaceError(
+                f"--steer-tokens is {self.max_new_tokens}", fix="ask for at least 1 token"
             )
 
 
@@ -277,6 +286,8 @@ def parse_coefs(text: str) -> tuple[float, ...]:
         ) from err
     if not values:
         raise PersonaspaceError("--coefs is empty", fix="e.g. 0,0.2,0.4")
+    if not all(math.isfinite(v) for v in values):
+        raise PersonaspaceError(f"--coefs {text!r} holds a non-finite value", fix="e.g. 0,0.2,0.4")
     return values
 
 

@@ -31,9 +31,12 @@ Mode = Literal["auto", "same", "rank"]
 MODES: tuple[str, ...] = ("auto", "same", "rank")
 
 # Below 8 shared roles a rank comparison says little: with n = 7 a Spearman rho must
-# reach 0.79 to be significant at 5 % (two-sided), a bootstrap resample repeats most roles,
-# and top-10/bottom-10 lists would hold every role. 8 is the least we accept; 20 or more
-# (so that the ends do not overlap) is what a meaningful study should have.
+# reach 0.79 to be significant at 5 % (two-sided) and a bootstrap resample repeats most
+# roles. With fewer than 2 x top shared roles (20 for the default top of 10),
+# compare_ranks lowers top to half of them, so the top and bottom lists together hold
+# every role (all but the middle one when the count is odd) and say nothing about the
+# middle. 8 is the least we accept; 20 or more, where the lists keep their full size and
+# leave the middle out, is what a meaningful study should have.
 MIN_SHARED_ROLES = 8
 
 
@@ -389,6 +392,33 @@ def _describe(run: ComparedRun) -> dict[str, Any]:
     }
 
 
+def check_options(*, k: int, top: int, n_permutations: int, n_bootstrap: int) -> None:
+    """Refuse option values that would give wrong or undefined figures.
+
+    Example:
+        >>> check_options(k=3, top=10, n_permutations=10_000, n_bootstrap=2_000)
+        >>> try:
+        ...     check_options(k=3, top=0, n_permutations=10_000, n_bootstrap=2_000)
+        ... except PersonaspaceError as err:
+        ...     print(err)
+        --top is 0: give at least 2 (the size of the top and bottom role lists)
+    """
+    if top < 2:
+        raise PersonaspaceError(
+            f"--top is {top}", fix="give at least 2 (the size of the top and bottom role lists)"
+        )
+    if k < 1:
+        raise PersonaspaceError(f"--k is {k}", fix="compare at least 1 principal component")
+    if n_permutations < 1:
+        raise PersonaspaceError(
+            f"--permutations is {n_permutations}", fix="give at least 1 (default 10000)"
+        )
+    if n_bootstrap < 1:
+        raise PersonaspaceError(
+            f"--bootstrap is {n_bootstrap}", fix="give at least 1 (default 2000)"
+        )
+
+
 def compare_runs(
     a: ComparedRun,
     b: ComparedRun,
@@ -414,6 +444,7 @@ def compare_runs(
     """
     if mode not in MODES:
         raise PersonaspaceError(f"unknown mode {mode!r}", fix="use auto, same or rank")
+    check_options(k=k, top=top, n_permutations=n_permutations, n_bootstrap=n_bootstrap)
     if mode == "same":
         require_same_architecture(a, b)
     names = require_shared(a, b)

@@ -13,9 +13,10 @@ from tqdm import tqdm
 from personaspace.catalogue import load_catalogue
 from personaspace.cli.experiment_args import (
     add_axis_options,
-    axis_and_model,
-    default_out,
     int_list,
+    load_axis_arg,
+    model_for_axis,
+    out_folder,
 )
 from personaspace.errors import PersonaspaceError
 from personaspace.experiments.cap_eval import (
@@ -27,6 +28,7 @@ from personaspace.experiments.cap_eval import (
 from personaspace.experiments.conditions import (
     baseline,
     cap_condition,
+    load_run_calibration,
     load_run_capping,
     parse_names,
     parse_numbers,
@@ -34,7 +36,6 @@ from personaspace.experiments.conditions import (
 )
 from personaspace.experiments.plots import plot_tradeoff
 from personaspace.fileformat import atomic_write, write_json
-from personaspace.interventions import load_calibration
 from personaspace.judge import make_judge
 
 COLUMNS = (
@@ -48,6 +49,7 @@ COLUMNS = (
     "persona_projection",
     "n_persona",
     "n_scored",
+    "n_empty",
     "n_capability",
 )
 
@@ -118,6 +120,12 @@ def run(args: argparse.Namespace) -> int:
     capability = evenly_spaced(list(catalogue.capability.values()), args.limit)
     coefficients = parse_numbers(args.steer, "--steer")
     caps = None if args.caps is None else parse_names(args.caps)
+    steer_layers = int_list(args.steer_layers, "--steer-layers")
+    settings = CapEvalSettings(
+        persona_max_new_tokens=args.persona_max_new_tokens,
+        capability_max_new_tokens=args.capability_max_new_tokens,
+        batch_size=args.batch_size,
+    )
     judge = make_judge(
         args.judge,
         catalogue,
@@ -125,24 +133,26 @@ def run(args: argparse.Namespace) -> int:
         base_url=args.judge_base_url,
         api_key=args.judge_api_key or os.environ.get("OPENAI_API_KEY"),
     )
-    axis, lm, layers = axis_and_model(args)
+    axis = load_axis_arg(args)
+    if caps is None and Path(args.axis).is_file():
+        raise PersonaspaceError(
+            f"--axis {args.axis} is an axis file, and cap-eval runs every capping experiment "
+            "of a calibrated axis run folder unless --caps names them",
+            fix="pass --caps '' for no caps, or give the calibrated axis run folder",
+        )
     conditions = [baseline()]
     if caps is None or caps:
         config = load_run_capping(args.axis)
         conditions += [cap_condition(config, e, args.scope) for e in (caps or config.ids)]
-    if coefficients:
-        calibration = load_calibration(args.axis)
-        steer_layers = int_list(args.steer_layers, "--steer-layers") or layers
+    calibration = load_run_calibration(args.axis) if coefficients else None
+    out = out_folder(args, "cap-eval")
+    judge.check()  # an unreachable judge fails here, before the model loads
+    lm, layers = model_for_axis(args, axis)
+    if calibration is not None:
+        where = lm.adapter.check_layers(steer_layers or layers)
         conditions += [
-            steer_condition(axis, calibration, c, lm.adapter.check_layers(steer_layers), args.scope)
-            for c in coefficients
+            steer_condition(axis, calibration, c, where, args.scope) for c in coefficients
         ]
-    settings = CapEvalSettings(
-        persona_max_new_tokens=args.persona_max_new_tokens,
-        capability_max_new_tokens=args.capability_max_new_tokens,
-        batch_size=args.batch_size,
-    )
-    out = Path(args.out) if args.out else default_out("cap-eval", args.axis)
     with tqdm(total=len(conditions), desc="cap-eval settings", unit="setting", disable=None) as bar:
         result = run_cap_eval(
             lm,

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from personaspace.analysis.compare import MODES, compare_runs
+from personaspace.analysis.compare import MODES, check_options, compare_runs
 from personaspace.analysis.compare_load import load_compared_run
 from personaspace.errors import PersonaspaceError
 from personaspace.fileformat import write_json
@@ -80,6 +80,13 @@ def _headline(result: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     from personaspace.report.compare_html import compare_figures, write_compare_report
 
+    check_options(
+        k=args.k, top=args.top, n_permutations=args.permutations, n_bootstrap=args.bootstrap
+    )
+    if args.steer_base:
+        from personaspace.cli.steer_base_cmd import steering_settings
+
+        steering_settings(args)  # bad --coefs or --samples fail before any work
     a = load_compared_run(args.run_a, layer=args.layer_a)
     b = load_compared_run(args.run_b, layer=args.layer_b)
     if a.label == b.label:

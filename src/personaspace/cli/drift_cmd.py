@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import csv
 from dataclasses import asdict
-from pathlib import Path
 
 from tqdm import tqdm
 
 from personaspace.catalogue import SCENARIO_DOMAINS, load_catalogue
-from personaspace.cli.experiment_args import add_axis_options, axis_and_model, default_out
-from personaspace.errors import PersonaspaceError
+from personaspace.cli.experiment_args import (
+    add_axis_options,
+    load_axis_arg,
+    model_for_axis,
+    out_folder,
+)
 from personaspace.experiments.conditions import (
     baseline,
     cap_condition,
@@ -64,12 +67,6 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def run(args: argparse.Namespace) -> int:
     catalogue = load_catalogue(args.catalogue)
     scenarios = pick_scenarios(catalogue.scenarios, parse_names(args.domains), args.scenarios)
-    axis, lm, layers = axis_and_model(args)
-    conditions = [baseline()]
-    experiments = [e for text in args.cap for e in parse_names(text)]
-    if experiments:
-        config = load_run_capping(args.axis)
-        conditions += [cap_condition(config, e, args.cap_scope) for e in experiments]
     settings = DriftSettings(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -77,9 +74,14 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
     )
-    out = Path(args.out) if args.out else default_out("drift", args.axis)
-    if out.exists() and not out.is_dir():
-        raise PersonaspaceError(f"--out {out} is a file", fix="give a folder")
+    axis = load_axis_arg(args)
+    conditions = [baseline()]
+    experiments = [e for text in args.cap for e in parse_names(text)]
+    if experiments:
+        config = load_run_capping(args.axis)
+        conditions += [cap_condition(config, e, args.cap_scope) for e in experiments]
+    out = out_folder(args, "drift")
+    lm, layers = model_for_axis(args, axis)
     total = total_replies(scenarios, len(conditions))
     with tqdm(total=total, desc=f"drift on {lm.model_id}", unit="reply", disable=None) as bar:
         runs = run_drift(
@@ -100,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         {
             "model": lm.model_id,
             "axis": axis.source,
+            "axis_sha256": axis.fingerprint(),
             "layers": layers,
             "settings": asdict(settings),
             "conditions": {c.name: c.steering_config for c in conditions},

@@ -43,16 +43,35 @@ def int_list(text: str | None, option: str) -> list[int] | None:
     return values
 
 
-def axis_and_model(args: argparse.Namespace) -> tuple[Axis, LoadedModel, list[int]]:
-    """Load the axis, the model (``--model`` or the axis's bundled model) and the layers."""
+def load_axis_arg(args: argparse.Namespace) -> Axis:
+    """Check ``--batch-size`` and ``--layers`` and read ``--axis`` (no model loaded yet)."""
     if args.batch_size < 1:
         raise PersonaspaceError(f"--batch-size is {args.batch_size}", fix="give a positive size")
-    wanted = int_list(args.layers, "--layers")
-    axis = load_axis(args.axis)
+    int_list(args.layers, "--layers")
+    return load_axis(args.axis)
+
+
+def model_for_axis(args: argparse.Namespace, axis: Axis) -> tuple[LoadedModel, list[int]]:
+    """Load the model (``--model`` or the axis's bundled model), check the axis fits, resolve
+    ``--layers``."""
     spec = args.model or (axis.model_id if axis.model_id in BUNDLED_MODELS else DEFAULT_MODEL)
     lm = load_model(spec)
     axis.check_model(lm)
-    return axis, lm, resolve_layers(axis, lm, wanted)
+    return lm, resolve_layers(axis, lm, int_list(args.layers, "--layers"))
+
+
+def out_folder(args: argparse.Namespace, kind: str) -> Path:
+    """``--out`` (default ``runs/<kind>-<axis run name>``), refused when it is a file.
+
+    Example:
+        >>> args = argparse.Namespace(out=None, axis="runs/axis-smollm2-135m-instruct-quick")
+        >>> str(out_folder(args, "cap-eval"))
+        'runs/cap-eval-smollm2-135m-instruct-quick'
+    """
+    out = Path(args.out) if args.out else default_out(kind, args.axis)
+    if out.exists() and not out.is_dir():
+        raise PersonaspaceError(f"--out {out} is a file", fix="give a folder")
+    return out
 
 
 def default_out(kind: str, axis_path: str) -> Path:

@@ -40,11 +40,36 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.set_defaults(run=run)
 
 
+def steering_settings(args: argparse.Namespace) -> SteeringSettings:
+    """``--coefs``, ``--samples`` and ``--steer-tokens`` as settings, checked before any
+    model loads.
+
+    Example:
+        >>> args = argparse.Namespace(coefs="0,0.4", samples=3, steer_tokens=20)
+        >>> steering_settings(args).coefs, steering_settings(args).samples_per_prompt
+        ((0.0, 0.4), 3)
+    """
+    return SteeringSettings(
+        coefs=parse_coefs(args.coefs) if args.coefs else DEFAULT_COEFS,
+        samples_per_prompt=args.samples,
+        max_new_tokens=args.steer_tokens,
+    )
+
+
 def run_steering(args: argparse.Namespace, base_folder: Path, axis_source: Path) -> dict[str, Any]:
-    """The steering study for parsed CLI arguments (shared with ``compare --steer-base``)."""
+    """The steering study for parsed CLI arguments (shared with ``compare --steer-base``).
+
+    Everything that can be checked without the model is checked before it loads.
+    """
     from personaspace.models import load_model
     from personaspace.monitor import load_axis
 
+    if not base_folder.is_dir():
+        raise PersonaspaceError(
+            f"{base_folder} is not an axis run folder",
+            fix="pass the --out folder of `personaspace axis --model BASE_MODEL`",
+        )
+    settings = steering_settings(args)
     header = (
         read_json(base_folder / "config.json") if (base_folder / "config.json").is_file() else {}
     )
@@ -56,16 +81,14 @@ def run_steering(args: argparse.Namespace, base_folder: Path, axis_source: Path)
     base = load_compared_run(base_folder)
     layer = base.analysis_layer if args.steer_layer is None else args.steer_layer
     row = base.row(layer)
+    axis = load_axis(axis_source)
+    base_axis = load_axis(base_folder)
     print(f"steering {model} at layer {layer} with the axis of {axis_source} ...", file=sys.stderr)
     lm = load_model(model)
-    axis = load_axis(axis_source, lm)
-    norm = residual_norm(lm, base_folder, load_axis(base_folder, lm), layer)
+    axis.check_model(lm)
+    base_axis.check_model(lm)
+    norm = residual_norm(lm, base_folder, base_axis, layer)
     roles = role_reference(base.roles, row, list(load_catalogue(base.catalogue).roles.values()))
-    settings = SteeringSettings(
-        coefs=parse_coefs(args.coefs) if args.coefs else DEFAULT_COEFS,
-        samples_per_prompt=args.samples,
-        max_new_tokens=args.steer_tokens,
-    )
     return steer_base_model(
         lm, axis, layer, norm, roles, settings, judge_evidence=not args.no_judge_evidence
     )

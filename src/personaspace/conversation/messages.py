@@ -68,8 +68,7 @@ def as_messages(conversation: Iterable[Message | Mapping[str, object]]) -> list[
         if message.role != expected:
             position = index + (len(messages) - len(body))
             raise PersonaspaceError(
-                f"message {position} is {_a(message.role)} turn where {_a(expected)} turn "
-                "belongs",
+                f"message {position} is {_a(message.role)} turn where {_a(expected)} turn belongs",
                 fix="put an optional system message first, then alternate user and assistant",
             )
     return messages

@@ -16,6 +16,8 @@ from personaspace.experiments.conditions import (
     Condition,
     baseline,
     cap_condition,
+    file_stem,
+    load_run_calibration,
     load_run_capping,
     steer_condition,
 )
@@ -34,7 +36,9 @@ __all__ = [
     "best_setting",
     "cap_condition",
     "capability_prompt",
+    "file_stem",
     "is_correct",
+    "load_run_calibration",
     "load_run_capping",
     "pick_scenarios",
     "run_cap_eval",

@@ -12,6 +12,8 @@ a seed per (scenario, turn), the same under every condition, so conditions are p
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -24,7 +26,7 @@ from personaspace.capture import SamplingConfig, generate
 from personaspace.catalogue import Scenario
 from personaspace.conversation import PLAIN_STOP_STRINGS, format_conversation
 from personaspace.errors import PersonaspaceError
-from personaspace.experiments.conditions import Condition
+from personaspace.experiments.conditions import Condition, check_file_stems, file_stem
 from personaspace.fileformat import read_json, write_json
 from personaspace.interventions import intervene
 from personaspace.models.loading import LoadedModel
@@ -46,6 +48,41 @@ class DriftSettings:
     top_p: float = 0.9
     seed: int = 0
     batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        self.sampling()  # refuses a bad --max-new-tokens, --temperature or --top-p
+        if self.batch_size < 1:
+            raise PersonaspaceError(
+                f"--batch-size is {self.batch_size}", fix="give a positive size"
+            )
+
+    def sampling(self, stop_strings: Sequence[str] = ()) -> SamplingConfig:
+        """The decoding of every reply (each reply gets its own seed on top).
+
+        Example:
+            >>> DriftSettings(temperature=0).sampling().greedy
+            True
+        """
+        return SamplingConfig(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            stop_strings=tuple(stop_strings),
+        )
+
+
+def turns_fingerprint(turns: Sequence[str]) -> str:
+    """The first 16 hex digits of the sha256 of a scenario's user turns (as a JSON list).
+
+    Example:
+        >>> turns_fingerprint(["Hi", "Bye"]) == turns_fingerprint(("Hi", "Bye"))
+        True
+        >>> turns_fingerprint(["Hi", "Bye"]) == turns_fingerprint(["Hi", "bye"])
+        False
+    """
+    data = json.dumps(list(turns), ensure_ascii=False).encode()
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def system_prompt(lm: LoadedModel) -> str | None:
@@ -74,10 +111,12 @@ def new_transcript(
         "scenario": scenario.id,
         "topic": scenario.title,
         "turns": 0,
+        "user_turns_sha256": turns_fingerprint(scenario.user_turns),
         "condition": condition.name,
         "projections": {
             "layers": list(layers),
             "axis": axis.source,
+            "axis_sha256": axis.fingerprint(),
             "unit": PROJECTION_UNIT,
             "per_turn": [],
         },
@@ -91,9 +130,11 @@ def new_transcript(
 
 
 def _fits(record: dict[str, Any], fresh: dict[str, Any]) -> bool:
-    keys = ("model", "scenario", "condition", "settings", "steering_config")
-    same = all(record.get(k) == fresh.get(k) for k in keys)
-    return same and record["projections"]["layers"] == fresh["projections"]["layers"]
+    keys = ("model", "scenario", "user_turns_sha256", "condition", "settings", "steering_config")
+    if not all(record.get(k) == fresh.get(k) for k in keys):
+        return False
+    done, want = record.get("projections") or {}, fresh["projections"]
+    return all(done.get(k) == want[k] for k in ("layers", "axis_sha256"))
 
 
 def _load_or_new(path: Path, fresh: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +143,8 @@ def _load_or_new(path: Path, fresh: dict[str, Any]) -> dict[str, Any]:
     record = read_json(path)
     if not isinstance(record, dict) or not _fits(record, fresh):
         raise PersonaspaceError(
-            f"{path} was made with other settings (model, layers, decoding or condition)",
+            f"{path} was made with other settings (model, axis, layers, decoding, condition "
+            "or the scenario's user turns)",
             fix="rerun with --force to start over, or choose another --out",
         )
     return record
@@ -126,8 +168,8 @@ def run_condition(
 ) -> list[dict[str, Any]]:
     """Play ``scenarios`` to their last user turn under ``condition``; one file per scenario.
 
-    Returns the transcripts (also written to ``folder/<scenario id>.json``). Scenarios whose
-    file is complete are read back, not played again.
+    Returns the transcripts (also written to ``folder/<file_stem(scenario id)>.json``).
+    Scenarios whose file is complete are read back, not played again.
 
     Example:
         >>> ts = run_condition(lm, axis, scenarios, baseline(), [15], DriftSettings(),
@@ -137,19 +179,15 @@ def run_condition(
     """
     chosen = list(layers)
     units = torch.stack([axis.unit(layer) for layer in chosen])  # [L, H]
+    check_file_stems([s.id for s in scenarios], "scenarios")
     records = [
         _load_or_new(
-            folder / f"{s.id}.json", new_transcript(lm, s, condition, chosen, axis, settings)
+            folder / f"{file_stem(s.id)}.json",
+            new_transcript(lm, s, condition, chosen, axis, settings),
         )
         for s in scenarios
     ]
-    config = SamplingConfig(
-        max_new_tokens=settings.max_new_tokens,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        seed=settings.seed,
-        stop_strings=() if lm.chat_tuned else PLAIN_STOP_STRINGS,
-    )
+    config = settings.sampling(() if lm.chat_tuned else PLAIN_STOP_STRINGS)
     while True:
         active = [
             (record, scenario, turn)
@@ -192,7 +230,7 @@ def run_condition(
             record["projections"]["per_turn"].append(values)
             record["finish_reasons"].append(reply.finish_reason)
             record["complete"] = record["turns"] == len(scenario.user_turns)
-            write_json(folder / f"{scenario.id}.json", record)
+            write_json(folder / f"{file_stem(scenario.id)}.json", record)
         if on_replies is not None:
             on_replies(len(active))
     return records
@@ -210,7 +248,8 @@ def run_drift(
     force: bool = False,
     on_replies: Callable[[int], None] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Every scenario under every condition; transcripts in ``out/transcripts/<condition>/``.
+    """Every scenario under every condition; transcripts in ``out/transcripts/<condition>/``
+    (the condition's ``file_stem``: ``layers_11:19-p25`` plays into ``layers_11-19-p25/``).
 
     Returns ``{condition name: [transcript, ...]}`` in the order of ``scenarios``.
 
@@ -225,13 +264,21 @@ def run_drift(
     names = [c.name for c in conditions]
     if len(set(names)) != len(names):
         raise PersonaspaceError(f"conditions repeat: {names}", fix="name each condition once")
+    check_file_stems(names, "conditions")
     root = Path(out) / "transcripts"
     if force and root.is_dir():
         shutil.rmtree(root)
     axis.check_model(lm)
     return {
         c.name: run_condition(
-            lm, axis, scenarios, c, layers, settings, root / c.name, on_replies=on_replies
+            lm,
+            axis,
+            scenarios,
+            c,
+            layers,
+            settings,
+            root / file_stem(c.name),
+            on_replies=on_replies,
         )
         for c in conditions
     }

@@ -31,7 +31,8 @@ RULE = (
 
 
 def scenario_series(transcript: dict[str, Any], layer: int) -> np.ndarray:
-    """The per-turn projections of one transcript at ``layer`` (NaN for empty replies).
+    """The per-turn projections of one transcript at ``layer`` (NaN for empty replies, and
+    for values stored as ``null``).
 
     Example:
         >>> t = {"projections": {"layers": [3, 7], "per_turn": [[1.0, 2.0], None, [5.0, 6.0]]}}
@@ -46,7 +47,10 @@ def scenario_series(transcript: dict[str, Any], layer: int) -> np.ndarray:
         )
     column = projections["layers"].index(layer)
     return np.array(
-        [np.nan if row is None else float(row[column]) for row in projections["per_turn"]],
+        [
+            np.nan if row is None or row[column] is None else float(row[column])
+            for row in projections["per_turn"]
+        ],
         dtype=np.float64,
     )
 
@@ -172,9 +176,15 @@ def condition_summary(
 
 
 def cap_effect(
-    baseline: Sequence[dict[str, Any]], capped: Sequence[dict[str, Any]], layer: int
+    baseline: Sequence[dict[str, Any]],
+    capped: Sequence[dict[str, Any]],
+    layer: int,
+    seed: int = 0,
 ) -> dict[str, dict[str, Any]]:
     """Per domain: mean over paired scenarios of (capped - baseline) mean projection.
+
+    The sign-flip test is seeded by ``seed`` (it only matters past 17 paired scenarios,
+    where the null distribution is drawn at random).
 
     Example:
         >>> b = [{"scenario": "s", "domain": "coding",
@@ -196,7 +206,7 @@ def cap_effect(
         domain: {
             "n": len(values),
             "mean_difference": float(np.mean(values)),
-            "p_signflip": signflip_test(values).p_value,
+            "p_signflip": signflip_test(values, seed=seed).p_value,
         }
         for domain, values in diffs.items()
     }
@@ -219,6 +229,6 @@ def summarize_drift(
         summary["conditions"][name] = condition_summary(transcripts, layer, seed)
         if name != baseline_name and baseline_name in runs:
             summary["conditions"][name]["versus_baseline"] = cap_effect(
-                runs[baseline_name], transcripts, layer
+                runs[baseline_name], transcripts, layer, seed
             )
     return summary

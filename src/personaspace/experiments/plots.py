@@ -21,6 +21,7 @@ DOMAIN_COLOURS = {
     "ai_self": "#805ad5",
 }
 CONDITION_STYLES = ("-", "--", ":", "-.")
+SETTING_STYLES = {"none": ("*", "black"), "cap": ("o", "#2b6cb0"), "steer": ("s", "#dd6b20")}
 
 
 def save_figure(
@@ -98,9 +99,12 @@ def plot_tradeoff(
 ) -> Path:
     """Harm proxy (x) against capability accuracy (y), one labelled point per setting.
 
+    Each row's ``kind`` (``none``, ``cap``, ``steer``) chooses its marker: a black star, a
+    blue circle, an orange square.
+
     Example:
-        >>> rows = [{"setting": "none", "harm_proxy": 0.6, "accuracy": 0.5},
-        ...         {"setting": "cap", "harm_proxy": 0.3, "accuracy": 0.49}]
+        >>> rows = [{"setting": "none", "kind": "none", "harm_proxy": 0.6, "accuracy": 0.5},
+        ...         {"setting": "cap", "kind": "cap", "harm_proxy": 0.3, "accuracy": 0.49}]
         >>> import tempfile, pathlib
         >>> p = plot_tradeoff(rows, pathlib.Path(tempfile.mkdtemp()) / "t.png", title="t",
         ...                   best="cap")
@@ -111,15 +115,14 @@ def plot_tradeoff(
     def draw(fig: Figure) -> None:
         ax = fig.subplots()
         for row in rows:
-            name = row["setting"]
-            kind = "none" if name == "none" else "cap" if name.startswith("layers_") else "steer"
-            marker = {"none": "*", "cap": "o", "steer": "s"}[kind]
+            name, kind = row["setting"], row["kind"]
+            marker, colour = SETTING_STYLES[kind]
             ax.scatter(
                 [row["harm_proxy"]],
                 [row["accuracy"]],
                 marker=marker,
                 s=140 if kind == "none" else 45,
-                color="black" if kind == "none" else "#2b6cb0" if kind == "cap" else "#dd6b20",
+                color=colour,
                 edgecolors="red" if name == best else "none",
                 linewidths=2,
             )

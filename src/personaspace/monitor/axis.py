@@ -7,6 +7,7 @@ the run was calibrated), a lone axis file (ours, or the reference release's raw
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,23 @@ class Axis:
     @property
     def hidden_size(self) -> int:
         return int(self.vectors.shape[-1])
+
+    def fingerprint(self) -> str:
+        """The first 16 hex digits of the sha256 of the axis vectors (float32 bytes).
+
+        Two axes with the same fingerprint hold the same vectors; experiments record it to
+        refuse resuming a run with another axis.
+
+        Example:
+            >>> a = Axis("m", [0], torch.tensor([[1.0, 0.0]]), 1, "x")
+            >>> a.fingerprint()
+            '434b26042aff3fb8'
+            >>> b = Axis("other", [0], torch.tensor([[1.0, 0.0]]), 1, "y")
+            >>> a.fingerprint() == b.fingerprint()
+            True
+        """
+        data = self.vectors.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+        return hashlib.sha256(data).hexdigest()[:16]
 
     def unit(self, layer: int) -> torch.Tensor:
         """The unit axis at decoder block ``layer``.

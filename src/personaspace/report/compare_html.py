@@ -28,6 +28,9 @@ PUBLISHED_BASE_VS_INSTRUCT = [
     ("base model's Assistant end", "helpful human professionals (therapist, consultant, coach)"),
 ]
 
+# The published figure: > 0.60 at every layer (and > 0.71 at the middle layer).
+PUBLISHED_LAYER_COSINE_LABEL = "published cos(axis, PC1) > 0.60 at every layer"
+
 
 def _png(draw: Callable[[Figure], None], size: tuple[float, float]) -> bytes:
     fig = plt.figure(figsize=size, dpi=90)
@@ -103,7 +106,7 @@ def _layers(ax: Axes, result: dict[str, Any]) -> None:
             c="black",
             label="cos(axis A, axis B)",
         )
-    ax.axhline(0.6, ls="--", c="grey", lw=1, label="published cos(axis, PC1) > 0.60")
+    ax.axhline(0.6, ls="--", c="grey", lw=1, label=PUBLISHED_LAYER_COSINE_LABEL)
     ax.set_xlabel("relative depth (layer / (layers - 1))")
     ax.set_ylabel("cosine")
     ax.set_ylim(0, 1.02)
