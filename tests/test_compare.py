@@ -18,6 +18,7 @@ from personaspace.analysis.compare import (
     MIN_SHARED_ROLES,
     ComparedRun,
     compare_runs,
+    default_null,
     layer_profile,
     subspace_cosines,
 )
@@ -434,3 +435,20 @@ def test_cli_compare_with_base_steering(tiny_runs, tmp_path) -> None:  # type: i
     assert result["mode"] == "same_architecture" and result["roles"]["shared"] == 9
     assert [r["coef_frac"] for r in result["steering"]["by_coefficient"]] == [0.0, 2.0]
     assert (out / "compare_steering.png").is_file()
+
+
+def test_default_null_counts_the_roles_at_the_ends() -> None:
+    roles = synthetic()
+    mean = torch.stack(list(roles.values())).mean(0)
+    beyond = mean.clone()
+    beyond[:, 0] += 10.0  # past every role at the Assistant end
+    run = make_run("a", roles, default=beyond)
+    null = default_null(run, NAMES, 1)
+    # the default is rank 1; as pseudo-defaults only role_00 and role_11 are at an end
+    assert null["default_rank"] == 1
+    assert sorted(null["null_rank"])[:3] == [1, 1, 2]
+    assert null["p_extreme"] == pytest.approx(3 / 13)
+    result = compare_runs(run, run, n_permutations=50, n_bootstrap=10)
+    own = result["own_roles"]["a"]
+    assert own["n_roles"] == N_ROLES and [n["layer"] for n in own["null"]] == [0, 1, 2]
+    assert own["null"][1] == null

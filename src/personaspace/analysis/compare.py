@@ -378,6 +378,54 @@ def layer_profile(run: ComparedRun, names: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def default_null(run: ComparedRun, names: list[str], layer: int) -> dict[str, Any]:
+    """Is the default special, or would any role do? A leave-one-role-out null at ``layer``.
+
+    Each role in turn plays the default: its pseudo-axis is its vector minus the mean of
+    the other roles, PC1 is taken over the other roles (oriented toward it), and we record
+    |cos(pseudo-axis, PC1)| and its rank on PC1 among the others (1 = beyond every one).
+    The real default's figures (over all ``names``) are then compared with these: ``p_cos``
+    is the share of the ``n + 1`` candidates (roles and the default) whose |cos| is at least
+    the default's, ``p_extreme`` the share ranked at least as far out. Small values say the
+    default stands apart from the roles more than a role does; ``n`` roles give p >= 1/(n+1).
+
+    Example:
+        >>> roles = {n: torch.tensor([[float(i), 0.1 * (-1) ** i]]) for i, n in enumerate("abcdef")}
+        >>> run = ComparedRun("r", "m", [0], 1, 2, 0, torch.tensor([[7.0, 0.0]]),
+        ...                   torch.tensor([[9.5, 0.0]]), roles)
+        >>> null = default_null(run, list("abcdef"), 0)
+        >>> null["default_rank"], null["p_extreme"]  # a and f sit at the ends too
+        (1, 0.42857142857142855)
+    """
+    row = run.row(layer)
+    vectors = {n: run.roles[n][row].double() for n in names}
+
+    def figures(target: torch.Tensor, others: list[str]) -> tuple[float, int]:
+        stack = torch.stack([vectors[n] for n in others])
+        result = pca(stack)
+        pc1 = result.components[0].double()
+        centred = target - result.mean.double()
+        sign = 1.0 if float(centred @ pc1) >= 0 else -1.0
+        score = sign * float(centred @ pc1)
+        scores = sign * (result.scores[:, 0].double())
+        rank = 1 + int((scores > score).sum())
+        return abs(_cos(target - stack.mean(0), pc1)), rank
+
+    cos_default, rank_default = figures(run.default[row].double(), names)
+    null = [figures(vectors[n], [m for m in names if m != n]) for n in names]
+    total = len(names) + 1
+    return {
+        "layer": layer,
+        "n_roles": len(names),
+        "default_abs_cos": round(cos_default, 6),
+        "default_rank": rank_default,
+        "null_abs_cos": [round(c, 6) for c, _ in null],
+        "null_rank": [r for _, r in null],
+        "p_cos": (1 + sum(c >= cos_default - 1e-12 for c, _ in null)) / total,
+        "p_extreme": (1 + sum(r <= rank_default for _, r in null)) / total,
+    }
+
+
 def _describe(run: ComparedRun) -> dict[str, Any]:
     return {
         "label": run.label,
@@ -485,6 +533,15 @@ def compare_runs(
         ),
     }
     result["profiles"] = {"a": layer_profile(a, names), "b": layer_profile(b, names)}
+    # Each model on its own, over every role it kept: is its default special among them?
+    result["own_roles"] = {
+        tag: {
+            "n_roles": len(run.roles),
+            "profile": layer_profile(run, sorted(run.roles)),
+            "null": [default_null(run, sorted(run.roles), layer) for layer in run.layers],
+        }
+        for tag, run in (("a", a), ("b", b))
+    }
     if do_same:
         result["same_architecture"] = compare_same_architecture(a, b, names, k=k, layer=layer_a)
     return result

@@ -201,6 +201,20 @@ def headline_rows(result: dict[str, Any]) -> list[tuple[str, Any]]:
                 f"{result['roles']['shared'] + 1}",
             )
         )
+    for tag in ("a", "b"):
+        own = result.get("own_roles", {}).get(tag)
+        if own is None:
+            continue
+        layer = result[tag]["analysis_layer"]
+        [null] = [n for n in own["null"] if n["layer"] == layer]
+        rows.append(
+            (
+                f"{result[tag]['model_id']}, all {own['n_roles']} own roles, layer {layer}",
+                f"|cos(axis, PC1)| {null['default_abs_cos']:.3f} (leave-one-role-out p = "
+                f"{null['p_cos']:.2f}); default rank {null['default_rank']} of "
+                f"{own['n_roles'] + 1} (p = {null['p_extreme']:.2f})",
+            )
+        )
     same = result.get("same_architecture")
     if same:
         summary = same["role_pair_cosine_summary"]
