@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test install dev lint bench clean
+.PHONY: demo test install dev lint bench study clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ lint: $(DEV_STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_capture.py
+
+# The offline base-vs-instruct study (docs/studies/base-vs-instruct.md): about 35 min.
+study: $(STAMP)
+	PERSONASPACE=$(VENV)/bin/personaspace bash scripts/study_base_vs_instruct.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

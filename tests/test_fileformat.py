@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 
 import pytest
 import torch
 
 from personaspace import PersonaspaceError
-from personaspace.fileformat import atomic_write, load_vectors, save_vectors, write_json
+from personaspace.fileformat import (
+    _UMASK,
+    atomic_write,
+    load_vectors,
+    save_vectors,
+    write_json,
+)
 
 
 def test_round_trip_keeps_tensors_and_metadata(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -75,3 +82,9 @@ def test_write_json_writes_null_for_nan_and_infinity(tmp_path) -> None:  # type:
 
     back = json.loads(text, parse_constant=refuse)
     assert back == {"ci": [None, 0.5], "deep": {"x": [None, None]}, "ok": 1, "s": "NaN"}
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    target = tmp_path / "out.json"
+    write_json(target, {"a": 1})
+    assert os.stat(target).st_mode & 0o777 == 0o666 & ~_UMASK

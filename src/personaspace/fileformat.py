@@ -30,6 +30,17 @@ from personaspace.errors import PersonaspaceError
 METADATA_KEY = "personaspace"
 
 
+def _read_umask() -> int:
+    # Read once, at import: os.umask can only be read by setting it, which is not
+    # thread-safe, and writes may come from several threads (the server).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path``, renamed over ``path`` when the block succeeds.
@@ -49,6 +60,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
