@@ -13,11 +13,11 @@ from tqdm import tqdm
 from personaspace.catalogue import load_catalogue
 from personaspace.cli.experiment_args import (
     add_axis_options,
-    int_list,
     load_axis_arg,
     model_for_axis,
     out_folder,
 )
+from personaspace.cli.monitor_cmd import parse_layers
 from personaspace.errors import PersonaspaceError
 from personaspace.experiments.cap_eval import (
     DEFAULT_TOLERANCE,
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     capability = evenly_spaced(list(catalogue.capability.values()), args.limit)
     coefficients = parse_numbers(args.steer, "--steer")
     caps = None if args.caps is None else parse_names(args.caps)
-    steer_layers = int_list(args.steer_layers, "--steer-layers")
+    steer_layers = parse_layers(args.steer_layers, "--steer-layers")
     settings = CapEvalSettings(
         persona_max_new_tokens=args.persona_max_new_tokens,
         capability_max_new_tokens=args.capability_max_new_tokens,
