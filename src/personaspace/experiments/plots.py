@@ -21,6 +21,7 @@ DOMAIN_COLOURS = {
     "ai_self": "#805ad5",
 }
 CONDITION_STYLES = ("-", "--", ":", "-.")
+CONDITION_COLOURS = ("#1a202c", "#2b6cb0", "#dd6b20", "#38a169", "#805ad5", "#b7791f")
 SETTING_STYLES = {"none": ("*", "black"), "cap": ("o", "#2b6cb0"), "steer": ("s", "#dd6b20")}
 
 
@@ -39,10 +40,26 @@ def save_figure(
     return Path(path)
 
 
+def _band(ax: Any, rows: Sequence[dict[str, Any]], style: str, colour: str, label: str) -> None:
+    turns = [r["turn"] for r in rows]
+    means = [r["mean"] for r in rows]
+    spread = [r["std"] or 0.0 for r in rows]
+    ax.plot(turns, means, style, marker="o", ms=3, color=colour, label=label)
+    ax.fill_between(
+        turns,
+        [m - s for m, s in zip(means, spread)],
+        [m + s for m, s in zip(means, spread)],
+        color=colour,
+        alpha=0.12,
+    )
+
+
 def plot_drift(
     table: Sequence[dict[str, Any]], path: str | Path, *, title: str, layer: int
 ) -> Path:
-    """Projection per turn: one panel per domain, one line per condition (mean +- 1 sd band).
+    """Projection per turn (mean +- 1 sd band over scenarios). The first panel sets the
+    domains side by side under the first condition (the baseline); then one panel per
+    domain with one line per condition, each condition one colour throughout.
 
     Example:
         >>> rows = [{"condition": "none", "domain": "coding", "turn": t, "mean": 1.0 * t,
@@ -55,43 +72,33 @@ def plot_drift(
     domains = list(dict.fromkeys(r["domain"] for r in table))
     conditions = list(dict.fromkeys(r["condition"] for r in table))
 
+    def rows_of(domain: str, condition: str) -> list[dict[str, Any]]:
+        return [
+            r for r in table if r["domain"] == domain and r["condition"] == condition and r["n"]
+        ]
+
     def draw(fig: Figure) -> None:
-        axes = fig.subplots(1, len(domains), sharey=True, squeeze=False)[0]
-        for ax, domain in zip(axes, domains):
+        axes = fig.subplots(1, len(domains) + 1, sharey=True, squeeze=False)[0]
+        first, rest = axes[0], axes[1:]
+        for domain in domains:
+            colour = DOMAIN_COLOURS.get(domain, "#4a5568")
+            _band(first, rows_of(domain, conditions[0]), "-", colour, domain)
+        first.set_title(f"by domain ({conditions[0]})")
+        first.legend(fontsize=7, loc="best")
+        for ax, domain in zip(rest, domains):
             for index, condition in enumerate(conditions):
-                rows = [
-                    r
-                    for r in table
-                    if r["domain"] == domain and r["condition"] == condition and r["n"]
-                ]
-                turns = [r["turn"] for r in rows]
-                means = [r["mean"] for r in rows]
-                spread = [r["std"] or 0.0 for r in rows]
-                colour = DOMAIN_COLOURS.get(domain, "#4a5568") if index == 0 else None
-                (line,) = ax.plot(
-                    turns,
-                    means,
-                    CONDITION_STYLES[index % len(CONDITION_STYLES)],
-                    marker="o",
-                    ms=3,
-                    color=colour,
-                    label=condition,
-                )
-                ax.fill_between(
-                    turns,
-                    [m - s for m, s in zip(means, spread)],
-                    [m + s for m, s in zip(means, spread)],
-                    color=line.get_color(),
-                    alpha=0.15,
-                )
+                colour = CONDITION_COLOURS[index % len(CONDITION_COLOURS)]
+                style = CONDITION_STYLES[index % len(CONDITION_STYLES)]
+                _band(ax, rows_of(domain, condition), style, colour, condition)
             ax.set_title(domain)
+        for ax in axes:
             ax.set_xlabel("assistant turn")
             ax.grid(alpha=0.3)
         axes[0].set_ylabel(f"projection on the axis (layer {layer})")
         axes[-1].legend(fontsize=7, loc="best")
         fig.suptitle(title, fontsize=10)
 
-    return save_figure(path, draw, (3.0 * len(domains) + 0.8, 3.4))
+    return save_figure(path, draw, (3.0 * (len(domains) + 1) + 0.8, 3.4))
 
 
 def plot_tradeoff(
