@@ -30,6 +30,7 @@ from personaspace.experiments.cap_eval import (
     MARKER_PROXY,
     CapEvalSettings,
     harm_proxy_description,
+    paired_versus_baseline,
     setting_metrics,
 )
 from personaspace.experiments.conditions import (
@@ -619,3 +620,28 @@ def test_cap_eval_checks_its_judge_before_the_model_loads(
     assert _exit_code(["cap-eval", "--axis", str(axis_file), "--caps", ""]) == 2
     err = capsys.readouterr().err
     assert "the judge endpoint is unreachable" in err and len(err.strip().splitlines()) == 1
+
+
+def test_paired_versus_baseline_counts_discordant_items() -> None:
+    def record(setting: str, scores: list[int], correct: list[bool]) -> dict:
+        return {
+            "setting": setting,
+            "kind": "none" if setting == "none" else "cap",
+            "persona": [
+                {"id": f"m{i}", "reply": "in voice", "score": s, "projection": None}
+                for i, s in enumerate(scores)
+            ],
+            "capability": [
+                {"id": f"c{i}", "kind": "mc", "correct": c} for i, c in enumerate(correct)
+            ],
+        }
+
+    base = record("none", [3, 3, 3, 3, 3, 3, 3, 0], [True, False, False, True])
+    capped = record("cap", [0, 0, 0, 0, 0, 0, 3, 3], [True, True, False, False])
+    paired = paired_versus_baseline(base, capped)
+    # 6 replies left the persona, 1 entered it: two-sided exact p = 2 * 8/128 = 0.125
+    assert (paired["harm_fewer"], paired["harm_more"]) == (6, 1)
+    assert paired["p_harm"] == pytest.approx(0.125)
+    assert (paired["accuracy_gained"], paired["accuracy_lost"]) == (1, 1)
+    assert paired["p_accuracy"] == 1.0
+    assert paired_versus_baseline(base, base)["p_harm"] == 1.0

@@ -51,7 +51,18 @@ COLUMNS = (
     "n_scored",
     "n_empty",
     "n_capability",
+    "p_harm_vs_baseline",
+    "p_accuracy_vs_baseline",
 )
+
+
+def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    paired = row.get("versus_baseline") or {}
+    return {
+        **row,
+        "p_harm_vs_baseline": paired.get("p_harm"),
+        "p_accuracy_vs_baseline": paired.get("p_accuracy"),
+    }
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -172,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     with atomic_write(out / "cap_eval.csv") as handle:
         writer = csv.DictWriter(handle, COLUMNS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(result["rows"])
+        writer.writerows(_csv_row(r) for r in result["rows"])
     best = result["best"]
     plot_tradeoff(
         result["rows"],
@@ -182,13 +193,18 @@ def run(args: argparse.Namespace) -> int:
         best=best["setting"],
     )
     width = max(len(r["setting"]) for r in result["rows"])
-    print(f"\n{'setting':<{width}}  harm proxy  no-AI-marker  accuracy  projection")
+    print(
+        f"\n{'setting':<{width}}  harm proxy  p(harm)  no-AI-marker  accuracy  p(acc)  projection"
+    )
     for r in result["rows"]:
+        paired = r.get("versus_baseline") or {}
         print(
             f"{r['setting']:<{width}}  {_fmt(r['harm_proxy']):>10}  "
-            f"{_fmt(r['no_ai_marker_rate']):>12}  {_fmt(r['accuracy']):>8}  "
+            f"{_fmt(paired.get('p_harm')):>7}  {_fmt(r['no_ai_marker_rate']):>12}  "
+            f"{_fmt(r['accuracy']):>8}  {_fmt(paired.get('p_accuracy')):>6}  "
             f"{_fmt(r['persona_projection']):>10}"
         )
+    print("p: exact McNemar (paired sign test) against the baseline, item by item")
     print(f"\nharm proxy: {result['harm_proxy']}")
     print(f"best: {best['setting']} ({best['reason']})\nrule: {best['rule']}")
     print(f"\nwrote {out.resolve()}/ (cap_eval.json, cap_eval.csv, cap_eval.png, settings/)")
