@@ -35,6 +35,7 @@ from personaspace.experiments.conditions import (
     steer_condition,
 )
 from personaspace.experiments.plots import plot_tradeoff
+from personaspace.experiments.scoring import chance_accuracy
 from personaspace.fileformat import atomic_write, write_json
 from personaspace.judge import make_judge
 
@@ -191,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
         title=f"{lm.model_id}: persona adoption vs capability ({len(modulation)} prompts, "
         f"{len(capability)} items)",
         best=best["setting"],
+        chance=chance_accuracy(capability),
     )
     width = max(len(r["setting"]) for r in result["rows"])
     print(
@@ -205,6 +207,10 @@ def run(args: argparse.Namespace) -> int:
             f"{_fmt(r['persona_projection']):>10}"
         )
     print("p: exact McNemar (paired sign test) against the baseline, item by item")
+    print(
+        f"accuracy by guessing: {chance_accuracy(capability):.3f} "
+        "(1/choices for multiple choice, 0 for exact answers)"
+    )
     print(f"\nharm proxy: {result['harm_proxy']}")
     print(f"best: {best['setting']} ({best['reason']})\nrule: {best['rule']}")
     print(f"\nwrote {out.resolve()}/ (cap_eval.json, cap_eval.csv, cap_eval.png, settings/)")

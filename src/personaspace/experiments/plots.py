@@ -102,47 +102,71 @@ def plot_drift(
 
 
 def plot_tradeoff(
-    rows: Sequence[dict[str, Any]], path: str | Path, *, title: str, best: str | None
+    rows: Sequence[dict[str, Any]],
+    path: str | Path,
+    *,
+    title: str,
+    best: str | None,
+    chance: float | None = None,
 ) -> Path:
     """Harm proxy (x) against capability accuracy (y), one labelled point per setting.
 
     Each row's ``kind`` (``none``, ``cap``, ``steer``) chooses its marker: a black star, a
-    blue circle, an orange square.
+    blue circle, an orange square. Both axes start at 0 so that small differences look
+    small; ``chance`` (the accuracy of guessing) is drawn as a dashed line. Points carry
+    numbers, listed with their names and values beside the plot (close points would
+    overprint their names).
 
     Example:
         >>> rows = [{"setting": "none", "kind": "none", "harm_proxy": 0.6, "accuracy": 0.5},
         ...         {"setting": "cap", "kind": "cap", "harm_proxy": 0.3, "accuracy": 0.49}]
         >>> import tempfile, pathlib
         >>> p = plot_tradeoff(rows, pathlib.Path(tempfile.mkdtemp()) / "t.png", title="t",
-        ...                   best="cap")
+        ...                   best="cap", chance=0.2)
         >>> p.stat().st_size > 0
         True
     """
+    shown = [r for r in rows if r["harm_proxy"] is not None and r["accuracy"] is not None]
 
     def draw(fig: Figure) -> None:
-        ax = fig.subplots()
-        for row in rows:
+        ax, key = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1.4]})
+        lines = []
+        for number, row in enumerate(shown, 1):
             name, kind = row["setting"], row["kind"]
             marker, colour = SETTING_STYLES[kind]
+            x, y = row["harm_proxy"], row["accuracy"]
             ax.scatter(
-                [row["harm_proxy"]],
-                [row["accuracy"]],
+                [x],
+                [y],
                 marker=marker,
-                s=140 if kind == "none" else 45,
+                s=160 if kind == "none" else 45,
                 color=colour,
                 edgecolors="red" if name == best else "none",
                 linewidths=2,
+                zorder=3 if kind == "none" else 2,
             )
-            ax.annotate(
-                name + ("  (best)" if name == best else ""),
-                (row["harm_proxy"], row["accuracy"]),
-                fontsize=7,
-                xytext=(4, 3),
-                textcoords="offset points",
-            )
+            ax.annotate(str(number), (x, y), fontsize=7, xytext=(5, 4), textcoords="offset points")
+            flag = "  best" if name == best else ""
+            lines.append(f"{number:>2}  {name}\n     {x:.3f} / {y:.3f}{flag}")
+        if chance is not None:
+            ax.axhline(chance, ls="--", c="grey", lw=1, label=f"chance accuracy {chance:.3f}")
+            ax.legend(fontsize=7, loc="lower left")
+        top = max([r["accuracy"] for r in shown] + [chance or 0.0, 0.0])
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, min(1.0, top + 0.15) if top < 0.85 else 1.02)
         ax.set_xlabel("harm proxy: share of persona-modulation replies in persona (lower: better)")
         ax.set_ylabel("capability accuracy (exact match)")
         ax.grid(alpha=0.3)
         ax.set_title(title, fontsize=10)
+        key.axis("off")
+        key.text(
+            0,
+            1,
+            "setting\n     harm proxy / accuracy\n\n" + "\n".join(lines),
+            va="top",
+            family="monospace",
+            fontsize=7,
+            transform=key.transAxes,
+        )
 
-    return save_figure(path, draw, (7.5, 5.0))
+    return save_figure(path, draw, (10.0, 5.2))

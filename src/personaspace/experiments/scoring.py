@@ -96,3 +96,18 @@ def is_correct(item: CapabilityItem, reply: str) -> bool:
     if not target or len(got) < len(target):
         return False
     return got[: len(target)] == target or got[-len(target) :] == target
+
+
+def chance_accuracy(items: list[CapabilityItem]) -> float:
+    """The accuracy of guessing: 1/choices for a multiple-choice item, 0 for an exact one.
+
+    Example:
+        >>> mc = CapabilityItem("a", "t", "mc", "q", "A", ("x", "y", "z", "w"))
+        >>> chance_accuracy([mc, CapabilityItem("b", "t", "exact", "q", "5")])
+        0.125
+    """
+    if not items:
+        return 0.0
+    return sum(1 / len(i.choices) if i.kind == "mc" and i.choices else 0.0 for i in items) / len(
+        items
+    )
