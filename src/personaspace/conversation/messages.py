@@ -81,4 +81,5 @@ def _a(word: str) -> str:
         >>> _a("user"), _a("assistant")
         ('a user', 'an assistant')
     """
-    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+    # By sound, for the role names we meet: "an assistant", but "a user".
+    return f"{'an' if word[:1] in 'aeio' else 'a'} {word}"
