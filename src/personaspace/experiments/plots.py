@@ -9,10 +9,10 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from personaspace.fileformat import atomic_path
+from personaspace.report.plots import render_png
 
 DOMAIN_COLOURS = {
     "coding": "#2b6cb0",
@@ -29,14 +29,9 @@ def save_figure(
     path: str | Path, draw: Callable[[Figure], None], size: tuple[float, float]
 ) -> Path:
     """Draw on a fresh figure and write it as a PNG, atomically."""
-    fig = plt.figure(figsize=size, dpi=100)
-    try:
-        draw(fig)
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
+    png = render_png(draw, size, dpi=100)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(png)
     return Path(path)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
@@ -33,15 +31,7 @@ PUBLISHED_LAYER_COSINE_LABEL = "published cos(axis, PC1) > 0.60 at every layer"
 
 
 def _png(draw: Callable[[Figure], None], size: tuple[float, float]) -> bytes:
-    fig = plt.figure(figsize=size, dpi=90)
-    try:
-        draw(fig)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-    finally:
-        plt.close(fig)
-    return buffer.getvalue()
+    return plots.render_png(draw, size, dpi=90)
 
 
 def _space(ax: Axes, result: dict[str, Any], tag: str) -> None:

@@ -11,19 +11,32 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 
-def figure_png(draw: Callable[[Axes], None], size: tuple[float, float] = (7, 4.5)) -> str:
-    """Draw on a fresh axes and return the PNG as a base64 data URI."""
-    fig, ax = plt.subplots(figsize=size, dpi=110)
+def render_png(draw: Callable[[Figure], None], size: tuple[float, float], dpi: int = 100) -> bytes:
+    """Draw on a fresh figure and return it as PNG bytes (the figure is always closed).
+
+    Example:
+        >>> png = render_png(lambda fig: fig.add_subplot().plot([0, 1]), (2, 2))
+        >>> png[:4]
+        b'\\x89PNG'
+    """
+    fig = plt.figure(figsize=size, dpi=dpi)
     try:
-        draw(ax)
+        draw(fig)
         fig.tight_layout()
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
     finally:
         plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return buffer.getvalue()
+
+
+def figure_png(draw: Callable[[Axes], None], size: tuple[float, float] = (7, 4.5)) -> str:
+    """Draw on a fresh axes and return the PNG as a base64 data URI."""
+    png = render_png(lambda fig: draw(fig.add_subplot()), size, dpi=110)
+    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 def scatter_roles(
