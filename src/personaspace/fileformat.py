@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,6 +106,17 @@ def finite_json(data: Any) -> Any:
     return data
 
 
+def finite_or_none(value: float) -> float | None:
+    """``value`` as a float, or ``None`` when it is NaN or infinite (JSON has neither).
+
+    Example:
+        >>> finite_or_none(1.5), finite_or_none(float("nan")), finite_or_none(float("inf"))
+        (1.5, None, None)
+    """
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
 def write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented JSON, atomically; NaN and infinities become ``null``."""
     with atomic_write(path) as handle:
@@ -180,14 +193,41 @@ def load_vectors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     return tensors, meta
 
 
-def _load_pt(source: Path) -> dict[str, torch.Tensor]:
+def load_pt(source: str | Path, what: str = "tensor file") -> Any:
+    """The plain contents of a ``.pt`` file (tensors, numbers, strings, lists, dicts), read
+    with ``torch.load(weights_only=True)``: anything else is refused, never executed.
+
+    torch's own warnings about the file are not shown: the one-line error says it all.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.pt"
+        >>> torch.save({"a": torch.ones(2)}, p)
+        >>> load_pt(p)["a"].tolist()
+        [1.0, 1.0]
+    """
+    path = Path(source)
+    if not path.is_file():
+        raise PersonaspaceError(f"no such file: {path}", fix="check the path")
     try:
-        obj = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as err:  # weights_only raises UnpicklingError for anything unsafe
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # what weights_only raises for anything unsafe
         raise PersonaspaceError(
-            f"{source} is not a plain tensor file ({str(err).splitlines()[0][:160]})",
-            fix="only tensors and dicts/lists of tensors are read; nothing is unpickled",
+            f"{path} is not a plain {what} (it holds pickled Python objects)",
+            fix="only tensors, numbers, strings, lists and dicts are read; nothing is unpickled",
         ) from err
+    except Exception as err:  # a truncated or foreign file
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise PersonaspaceError(
+            f"{path} is not a plain {what} ({first})",
+            fix="only tensors, numbers, strings, lists and dicts are read; nothing is unpickled",
+        ) from err
+
+
+def _load_pt(source: Path) -> dict[str, torch.Tensor]:
+    obj = load_pt(source)
     if isinstance(obj, torch.Tensor):
         return {"vector": obj}
     if isinstance(obj, Mapping) and all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -1,67 +1,30 @@
-"""Interventions on the residual stream: steering, directional ablation and capping.
+"""Interventions applied to a model: ``intervene`` runs steering, ablation and capping for the
+duration of a ``with`` block; ``calibrate`` measures the units and floors they use.
 
-Build ``Intervention`` values with ``steer``, ``ablate`` or ``cap`` and apply them with
-``intervene(lm, [...])``; calibration gives the units (residual norms) and the capping
-thresholds (projection percentiles); capping configs name sets of caps.
+The values themselves (``Intervention``, ``steer``, ``ablate``, ``cap``, capping configs,
+calibrations) live in ``personaspace.vectors``; they are re-exported here because they are
+what one passes to ``intervene``.
 """
 
-from personaspace.interventions.calibrate_run import (
-    CAPPING_FILE,
-    DEFAULT_PERCENTILES,
-    calibrate_run,
-    default_ranges,
-)
-from personaspace.interventions.calibration import (
-    NORM_UNIT,
-    Calibration,
-    calibrate,
-    load_calibration,
-    run_calibration_set,
-    save_calibration,
-)
-from personaspace.interventions.capping import (
-    CapExperiment,
-    CappingConfig,
-    CapStep,
-    build_capping_config,
-    experiment_id,
-    load_capping_config,
-    parse_layer_range,
-    save_capping_config,
-)
+from personaspace.interventions.calibrate import calibrate
 from personaspace.interventions.hooks import InterventionHandle, intervene
-from personaspace.interventions.operations import (
+from personaspace.vectors.intervention import (
     Intervention,
     ablate,
     cap,
     steer,
+    steer_along_axis,
     unit_direction,
 )
 
 __all__ = [
-    "CAPPING_FILE",
-    "DEFAULT_PERCENTILES",
-    "NORM_UNIT",
-    "Calibration",
-    "CapExperiment",
-    "CapStep",
-    "CappingConfig",
     "Intervention",
     "InterventionHandle",
     "ablate",
-    "build_capping_config",
     "calibrate",
-    "calibrate_run",
     "cap",
-    "default_ranges",
-    "experiment_id",
     "intervene",
-    "load_calibration",
-    "load_capping_config",
-    "parse_layer_range",
-    "run_calibration_set",
-    "save_calibration",
-    "save_capping_config",
     "steer",
+    "steer_along_axis",
     "unit_direction",
 ]

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from personaspace.errors import PersonaspaceError
-from personaspace.interventions.operations import Intervention
 from personaspace.models.adapters import block_output
 from personaspace.models.loading import LoadedModel
+from personaspace.vectors.intervention import Intervention
 
 
 @dataclass
@@ -91,7 +91,7 @@ def intervene(
             def hook(
                 _m: nn.Module, _in: object, out: object, items: list[Intervention] = items
             ) -> object:
-                hidden = block_output(out)  # type: ignore[arg-type]
+                hidden = block_output(out)
                 decode_step = hidden.shape[1] == 1
                 changed = hidden
                 for item in items:

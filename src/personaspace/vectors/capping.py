@@ -24,10 +24,10 @@ from typing import Any
 import torch
 
 from personaspace.errors import PersonaspaceError
-from personaspace.fileformat import load_vectors, save_vectors
-from personaspace.interventions.calibration import Calibration
-from personaspace.interventions.operations import Intervention, Scope, cap, unit_direction
-from personaspace.monitor.axis import Axis
+from personaspace.fileformat import load_pt, load_vectors, save_vectors
+from personaspace.vectors.axis import Axis
+from personaspace.vectors.calibration import Calibration
+from personaspace.vectors.intervention import Intervention, Scope, cap, unit_direction
 
 EXPERIMENT_ID = re.compile(r"^layers_(\d+):(\d+)-p(\d+(?:\.\d+)?)$")
 
@@ -172,7 +172,9 @@ def _bad(source: Path, what: str) -> PersonaspaceError:
     )
 
 
-def _experiments(source: Path, raw: Any, layer_of: dict[str, int], floor: bool) -> list:
+def _experiments(
+    source: Path, raw: Any, layer_of: dict[str, int], floor: bool
+) -> list[CapExperiment]:
     if not isinstance(raw, list) or not raw:
         raise _bad(source, "'experiments' is not a non-empty list")
     experiments = []
@@ -196,6 +198,38 @@ def _experiments(source: Path, raw: Any, layer_of: dict[str, int], floor: bool) 
     return experiments
 
 
+def read_reference_capping(path: str | Path) -> dict[str, Any]:
+    """A reference capping config: ``{"vectors": {name: {"vector", "layer"}}, "experiments":
+    [{"id", "interventions": [{"vector", "cap"}]}]}``, loaded with ``weights_only=True``."""
+    source = Path(path)
+    data = load_pt(source, "capping config")
+    if not isinstance(data, dict) or "vectors" not in data or "experiments" not in data:
+        raise PersonaspaceError(
+            f"{source} lacks 'vectors' and 'experiments'", fix="pass a reference capping config"
+        )
+    return data
+
+
+def _from_reference(source: Path) -> CappingConfig:
+    data = read_reference_capping(source)
+    raw_vectors = data["vectors"]
+    if not isinstance(raw_vectors, dict) or not raw_vectors:
+        raise _bad(source, "'vectors' is not a non-empty dict")
+    vectors, layer_of = {}, {}
+    for name, entry in raw_vectors.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("vector"), torch.Tensor):
+            raise _bad(source, f"vector '{name}' has no tensor")
+        if not isinstance(entry.get("layer"), int):
+            raise _bad(source, f"vector '{name}' has no integer layer")
+        try:
+            vectors[str(name)] = -unit_direction(entry["vector"], f"vector '{name}'")
+        except PersonaspaceError as err:
+            raise _bad(source, err.problem) from err
+        layer_of[str(name)] = int(entry["layer"])
+    experiments = _experiments(source, data["experiments"], layer_of, floor=False)
+    return CappingConfig(vectors, tuple(experiments), "unknown", str(source))
+
+
 def load_capping_config(path: str | Path) -> CappingConfig:
     """Read ours (``.safetensors``) or the reference release's (``.pt``, sign converted).
 
@@ -206,25 +240,7 @@ def load_capping_config(path: str | Path) -> CappingConfig:
     """
     source = Path(path)
     if source.suffix in {".pt", ".pth"}:
-        from personaspace.interop.reference import read_capping_config
-
-        data = read_capping_config(source)
-        raw_vectors = data["vectors"]
-        if not isinstance(raw_vectors, dict) or not raw_vectors:
-            raise _bad(source, "'vectors' is not a non-empty dict")
-        vectors, layer_of = {}, {}
-        for name, entry in raw_vectors.items():
-            if not isinstance(entry, dict) or not isinstance(entry.get("vector"), torch.Tensor):
-                raise _bad(source, f"vector '{name}' has no tensor")
-            if not isinstance(entry.get("layer"), int):
-                raise _bad(source, f"vector '{name}' has no integer layer")
-            try:
-                vectors[str(name)] = -unit_direction(entry["vector"], f"vector '{name}'")
-            except PersonaspaceError as err:
-                raise _bad(source, err.problem) from err
-            layer_of[str(name)] = int(entry["layer"])
-        experiments = _experiments(source, data["experiments"], layer_of, floor=False)
-        return CappingConfig(vectors, tuple(experiments), "unknown", str(source))
+        return _from_reference(source)
     tensors, meta = load_vectors(source)
     if meta.get("kind") != "capping_config":
         raise _bad(source, "its metadata does not say kind=capping_config")

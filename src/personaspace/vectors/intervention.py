@@ -1,4 +1,4 @@
-"""Interventions on the residual stream: what each one does to a hidden state.
+"""Interventions on the residual stream as values: what each one does to a hidden state.
 
 Three operations, each a pure function of the block output ``h`` (``[..., hidden]``):
 
@@ -18,12 +18,15 @@ so the prompt's states are left alone).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 from personaspace.errors import PersonaspaceError
+from personaspace.vectors.axis import Axis
+from personaspace.vectors.calibration import Calibration
 
 Kind = Literal["steer", "ablate", "cap"]
 Scope = Literal["all", "generated"]
@@ -86,9 +89,11 @@ def unit_direction(direction: torch.Tensor, what: str = "direction") -> torch.Te
 
 
 def _check_scope(scope: str) -> Scope:
-    if scope not in SCOPES:
-        raise PersonaspaceError(f"unknown scope '{scope}'", fix="use 'all' or 'generated'")
-    return scope  # type: ignore[return-value]
+    if scope == "all":
+        return "all"
+    if scope == "generated":
+        return "generated"
+    raise PersonaspaceError(f"unknown scope '{scope}'", fix="use 'all' or 'generated'")
 
 
 def _check_finite(value: float, what: str) -> float:
@@ -139,3 +144,33 @@ def cap(layer: int, direction: torch.Tensor, tau: float, scope: Scope = "all") -
     return Intervention(
         "cap", layer, unit_direction(direction), _check_finite(tau, "tau"), _check_scope(scope)
     )
+
+
+def steer_along_axis(
+    axis: Axis,
+    calibration: Calibration,
+    coef_frac: float,
+    layers: Sequence[int],
+    scope: Scope = "all",
+) -> list[Intervention]:
+    """Additive steering along the unit axis at ``layers``: ``coef_frac`` x the layer's norm.
+
+    Positive coefficients push toward the Assistant (the axis's direction).
+
+    Example:
+        >>> a = Axis("m", [0], torch.tensor([[0.0, 2.0]]), 1, "x")
+        >>> cal = Calibration("m", [0], torch.tensor([10.0]), torch.zeros(1, 101), 1, 1, "x")
+        >>> [s] = steer_along_axis(a, cal, 0.5, [0])
+        >>> s.apply(torch.zeros(2))
+        tensor([0., 5.])
+    """
+    missing = [layer for layer in layers if layer not in calibration.layers]
+    if missing:
+        raise PersonaspaceError(
+            f"the calibration has no residual norm for layer(s) {missing}",
+            fix="recalibrate the run (personaspace calibrate RUN) or steer another layer",
+        )
+    return [
+        steer(layer, axis.unit(layer), coef_frac, calibration.norm(layer), scope)
+        for layer in layers
+    ]
