@@ -9,7 +9,6 @@ Writing produces the same layout: ``axis.pt``, ``default.pt``, ``role_vectors/<r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -33,26 +32,6 @@ def read_vector_folder(folder: str | Path) -> dict[str, torch.Tensor]:
     if not root.is_dir():
         raise PersonaspaceError(f"no such folder: {root}", fix="check the path")
     return {p.stem: read_tensor(p) for p in sorted(root.glob("*.pt"))}
-
-
-def read_capping_config(path: str | Path) -> dict[str, Any]:
-    """A reference capping config: ``{"vectors": {name: {"vector", "layer"}}, "experiments":
-    [{"id", "interventions": [{"vector", "cap"}]}]}``, loaded with ``weights_only=True``."""
-    source = Path(path)
-    try:
-        data = torch.load(source, map_location="cpu", weights_only=True)
-    except FileNotFoundError as err:
-        raise PersonaspaceError(f"no such file: {source}", fix="check the path") from err
-    except Exception as err:
-        raise PersonaspaceError(
-            f"{source} is not a plain capping config ({str(err).splitlines()[0][:120]})",
-            fix="only tensors, numbers, strings, lists and dicts are read; nothing is unpickled",
-        ) from err
-    if not isinstance(data, dict) or "vectors" not in data or "experiments" not in data:
-        raise PersonaspaceError(
-            f"{source} lacks 'vectors' and 'experiments'", fix="pass a reference capping config"
-        )
-    return data
 
 
 def _save(path: Path, tensor: torch.Tensor) -> None:
