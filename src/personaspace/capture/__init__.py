@@ -1,6 +1,6 @@
 """Capture the residual stream: during generation (single pass) or teacher-forced."""
 
-from personaspace.capture.generate import Generation, generate
+from personaspace.capture.generate import Generation, generate, response_means
 from personaspace.capture.hooks import residual_hooks
 from personaspace.capture.sampling import SamplingConfig
 from personaspace.capture.teacher import TurnCapture, capture_conversations, with_reply
@@ -12,5 +12,6 @@ __all__ = [
     "capture_conversations",
     "generate",
     "residual_hooks",
+    "response_means",
     "with_reply",
 ]

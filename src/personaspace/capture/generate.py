@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import torch
 
+from personaspace.capture.forward import check_fits, left_pad, positions_of
 from personaspace.capture.hooks import residual_hooks
 from personaspace.capture.sampling import SamplingConfig, choose_tokens, row_generators
 from personaspace.conversation.format import FormattedConversation
@@ -27,6 +28,7 @@ from personaspace.errors import PersonaspaceError
 from personaspace.models.loading import LoadedModel
 
 Reduction = Literal["response_mean", "last_prompt", "all_tokens"]
+FinishReason = Literal["stop", "length"]
 REDUCTIONS: tuple[str, ...] = ("response_mean", "last_prompt", "all_tokens")
 END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "<|endoftext|>")
 
@@ -43,7 +45,7 @@ class Generation:
     prompt_ids: list[int]
     token_ids: list[int]
     text: str
-    finish_reason: Literal["stop", "length"]
+    finish_reason: FinishReason
     layers: list[int]
     response_mean: torch.Tensor | None = None
     last_prompt: torch.Tensor | None = None
@@ -68,16 +70,6 @@ def end_of_turn_ids(lm: LoadedModel) -> set[int]:
         if token in template and isinstance(token_id, int) and token_id >= 0:
             ids.add(token_id)
     return ids
-
-
-def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        mask[i, width - len(row) :] = 1
-    return ids, mask
 
 
 def _stop_cut(tokenizer: Any, ids: list[int], stops: tuple[str, ...], tail: int) -> int | None:
@@ -122,7 +114,7 @@ class _BatchRun:
         self.pending: list[tuple[int, torch.Tensor]] = []  # (token index, [B, L, H])
         self.generated: list[list[int]] = [[] for _ in prompts]
         self.content_end: list[int | None] = [None] * self.batch  # None while running
-        self.reason: list[str] = ["length"] * self.batch
+        self.reason: list[FinishReason] = ["length"] * self.batch
         self.phase = "prefill"
 
     # hooks -------------------------------------------------------------------------------
@@ -152,7 +144,7 @@ class _BatchRun:
         while self.pending and index - self.pending[0][0] >= self.window:
             self._commit(*self.pending.pop(0))
 
-    def _finish(self, row: int, end: int, reason: str) -> None:
+    def _finish(self, row: int, end: int, reason: FinishReason) -> None:
         if self.content_end[row] is None:
             self.content_end[row] = end
             self.reason[row] = reason
@@ -164,12 +156,12 @@ class _BatchRun:
     # the loop ----------------------------------------------------------------------------
     def run(self) -> list[Generation]:
         model, config = self.lm.model, self.config
-        ids, mask = _left_pad(self.prompts, self.pad_id)
+        ids, mask = left_pad(self.prompts, self.pad_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = positions_of(mask)
         from transformers import DynamicCache
 
-        cache = DynamicCache(config=model.config)
+        cache = DynamicCache(config=getattr(model, "config", None))
         with (
             torch.inference_mode(),
             residual_hooks(model, self.lm.adapter, self.layers, self.on_block),
@@ -178,7 +170,7 @@ class _BatchRun:
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -218,7 +210,7 @@ class _BatchRun:
                     input_ids=tokens[:, None],
                     attention_mask=mask,
                     position_ids=next_pos,
-                    past_key_values=cache,
+                    cache=cache,
                     use_cache=True,
                     logits_to_keep=1,
                 )
@@ -240,7 +232,7 @@ class _BatchRun:
                 prompt_ids=list(prompt),
                 token_ids=content,
                 text=self.lm.tokenizer.decode(content, skip_special_tokens=True).strip(),
-                finish_reason=self.reason[row],  # type: ignore[arg-type]
+                finish_reason=self.reason[row],
                 layers=list(self.layers),
                 seed=int(self.generators[row].initial_seed()),
             )
@@ -261,6 +253,23 @@ class _BatchRun:
         return results
 
 
+def response_means(generations: Sequence[Generation]) -> torch.Tensor:
+    """The replies' captured means stacked, ``[n, layers, hidden]`` (captured with the
+    ``response_mean`` reduction).
+
+    Example:
+        >>> g = Generation([1], [2], "x", "stop", [0], response_mean=torch.ones(1, 2))
+        >>> response_means([g, g]).shape
+        torch.Size([2, 1, 2])
+    """
+    means = [g.response_mean for g in generations]
+    if any(m is None for m in means):
+        raise PersonaspaceError(
+            "a generation has no response mean", fix="generate with the response_mean reduction"
+        )
+    return torch.stack([m for m in means if m is not None])
+
+
 def generate(
     lm: LoadedModel,
     prompts: Sequence[FormattedConversation | list[int]],
@@ -270,7 +279,7 @@ def generate(
     reductions: Sequence[str] = ("response_mean",),
     batch_size: int = 16,
     seeds: Sequence[int] | None = None,
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], object] | None = None,
 ) -> list[Generation]:
     """Generate a reply to each prompt, capturing its residual stream in the same pass.
 
@@ -306,6 +315,8 @@ def generate(
     rows = [p.input_ids if isinstance(p, FormattedConversation) else list(p) for p in prompts]
     if any(not r for r in rows):
         raise PersonaspaceError("a prompt has no tokens", fix="give each prompt some text")
+    for index, row in enumerate(rows):
+        check_fits(lm, len(row), f"prompt {index}", config.max_new_tokens)
     chosen = lm.adapter.check_layers(layers) if reductions else []
     seeds = list(seeds) if seeds is not None else [config.seed + i for i in range(len(rows))]
     if len(seeds) != len(rows):

@@ -41,7 +41,7 @@ def residual_hooks(
         for position, layer in enumerate(layers):
 
             def hook(_m: nn.Module, _in: object, out: object, position: int = position) -> None:
-                callback(position, block_output(out))  # type: ignore[arg-type]
+                callback(position, block_output(out))
 
             handles.append(blocks[layer].register_forward_hook(hook))
         yield

@@ -6,10 +6,12 @@ alone, not on which other prompts share its batch or in what order.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
+from personaspace.conversation.prompts import stop_strings
 from personaspace.errors import PersonaspaceError
 
 # Nucleus search: start with the top 1,024 tokens; a row is settled once they hold at
@@ -37,18 +39,35 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise PersonaspaceError(
-                f"max_new_tokens is {self.max_new_tokens}", fix="ask for at least 1 token"
+                f"max_new_tokens is {self.max_new_tokens}",
+                fix="ask for at least 1 token",
+                param="max_new_tokens",
             )
         if self.temperature < 0:
             raise PersonaspaceError(
-                f"temperature is {self.temperature}", fix="use 0 (greedy) or a positive value"
+                f"temperature is {self.temperature}",
+                fix="use 0 (greedy) or a positive value",
+                param="temperature",
             )
         if not 0 < self.top_p <= 1:
-            raise PersonaspaceError(f"top_p is {self.top_p}", fix="use a value in (0, 1]")
+            raise PersonaspaceError(
+                f"top_p is {self.top_p}", fix="use a value in (0, 1]", param="top_p"
+            )
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    def for_model(self, chat_tuned: bool) -> SamplingConfig:
+        """These settings with the model's own stop strings added (a base model stops where
+        it starts writing the next user turn).
+
+        Example:
+            >>> SamplingConfig(stop_strings=("END",)).for_model(chat_tuned=False).stop_strings
+            ('END', '\\nUser:')
+        """
+        stops = tuple(dict.fromkeys(self.stop_strings + stop_strings(chat_tuned)))
+        return self if stops == self.stop_strings else dataclasses.replace(self, stop_strings=stops)
 
 
 def choose_tokens(

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from personaspace.capture.generate import _left_pad
-from personaspace.capture.hooks import residual_hooks
+from personaspace.capture.forward import check_fits, left_pad, teacher_forward
 from personaspace.conversation.format import FormattedConversation, TokenSpan
 from personaspace.conversation.messages import Message
 from personaspace.errors import PersonaspaceError
@@ -87,9 +86,10 @@ def capture_conversations(
         torch.Size([1, 1, 576])
     """
     chosen = lm.adapter.check_layers(layers)
-    for conv in conversations:
+    for index, conv in enumerate(conversations):
         if not conv.input_ids:
             raise PersonaspaceError("a conversation has no tokens", fix="give it some text")
+        check_fits(lm, len(conv.input_ids), f"conversation {index}")
     results: list[TurnCapture] = []
     for start in range(0, len(conversations), batch_size):
         batch = list(conversations[start : start + batch_size])
@@ -100,7 +100,7 @@ def capture_conversations(
 def _capture_batch(
     lm: LoadedModel, batch: list[FormattedConversation], chosen: list[int], all_tokens: bool
 ) -> list[TurnCapture]:
-    ids, mask = _left_pad([c.input_ids for c in batch], int(lm.tokenizer.pad_token_id))
+    ids, mask = left_pad([c.input_ids for c in batch], int(lm.tokenizer.pad_token_id))
     width = ids.shape[1]
     n_turns = max((len(c.spans_of("assistant")) for c in batch), default=0)
     weights = torch.zeros(len(batch), max(n_turns, 1), width)
@@ -124,16 +124,7 @@ def _capture_batch(
         if all_tokens:
             per_token[position] = states
 
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    device = lm.device
-    with torch.inference_mode(), residual_hooks(lm.model, lm.adapter, chosen, on_block):
-        lm.model(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            position_ids=positions.to(device),
-            use_cache=False,
-            logits_to_keep=1,
-        )
+    teacher_forward(lm, ids, mask, chosen, on_block)
     results = []
     for row, conv in enumerate(batch):
         spans = conv.spans_of("assistant")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from personaspace.conversation.messages import Message, as_messages
-from personaspace.conversation.transcript import render_plain
+from personaspace.conversation.plain import render_plain
 from personaspace.errors import PersonaspaceError
 
 SYSTEM_FOLD_SEPARATOR = "\n\n"
@@ -92,7 +92,8 @@ def _chat_char_spans(
     if order != list(range(len(messages))):
         raise PersonaspaceError(
             "the chat template drops, repeats or reorders message contents",
-            fix="exact spans need a template that writes each content once; use --plain-format",
+            fix="exact spans need a template that writes each content once; use the plain "
+            "transcript format",
         )
     text, spans = "", []
     for template_piece, message in zip(pieces[0::2], messages):

@@ -48,10 +48,10 @@ def as_messages(conversation: Iterable[Message | Mapping[str, object]]) -> list[
                 f"message {index} is not a {{'role', 'content'}} object",
                 fix="give each message a role (system/user/assistant) and a text content",
             )
-        role, content = item["role"], item["content"]
-        if role not in ROLES:
+        role, content = _role(item["role"]), item["content"]
+        if role is None:
             raise PersonaspaceError(
-                f"message {index} has unknown role {role!r}",
+                f"message {index} has unknown role {item['role']!r}",
                 fix="use system, user or assistant",
             )
         if not isinstance(content, str):
@@ -59,7 +59,7 @@ def as_messages(conversation: Iterable[Message | Mapping[str, object]]) -> list[
                 f"message {index} ({role}) has non-text content",
                 fix="give the content as a string",
             )
-        messages.append(Message(role, content))  # type: ignore[arg-type]
+        messages.append(Message(role, content))
     if not messages:
         raise PersonaspaceError("the conversation is empty", fix="give at least one user message")
     body = messages[1:] if messages[0].role == "system" else messages
@@ -72,6 +72,22 @@ def as_messages(conversation: Iterable[Message | Mapping[str, object]]) -> list[
                 fix="put an optional system message first, then alternate user and assistant",
             )
     return messages
+
+
+def _role(value: object) -> Role | None:
+    """``value`` as a role, or ``None`` if it is not one.
+
+    Example:
+        >>> _role("user"), _role("tool")
+        ('user', None)
+    """
+    if value == "system":
+        return "system"
+    if value == "user":
+        return "user"
+    if value == "assistant":
+        return "assistant"
+    return None
 
 
 def _a(word: str) -> str:
