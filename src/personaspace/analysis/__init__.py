@@ -1,5 +1,14 @@
-"""Persona-space analysis: PCA of role vectors, the axis against PC1, rankings."""
+"""Persona-space analysis: PCA of role vectors, the axis against PC1, rankings, comparisons.
 
-from personaspace.analysis.persona_space import LayerPCA, analyse, components_for, pca
+Pure functions of vectors (no model, no files).
+"""
 
-__all__ = ["LayerPCA", "analyse", "components_for", "pca"]
+from personaspace.analysis.persona_space import (
+    LayerPCA,
+    PersonaSpace,
+    analyse,
+    components_for,
+    pca,
+)
+
+__all__ = ["LayerPCA", "PersonaSpace", "analyse", "components_for", "pca"]

@@ -26,6 +26,8 @@ import torch
 from personaspace.analysis.persona_space import pca
 from personaspace.analysis.stats import end_overlap, rank_correlation
 from personaspace.errors import PersonaspaceError
+from personaspace.vectors.shape import cosine as _cos
+from personaspace.vectors.shape import unit as _unit
 
 Mode = Literal["auto", "same", "rank"]
 MODES: tuple[str, ...] = ("auto", "same", "rank")
@@ -69,14 +71,6 @@ class ComparedRun:
                 fix=f"choose among layers {self.layers[0]}..{self.layers[-1]}",
             )
         return self.layers.index(layer)
-
-
-def _unit(v: torch.Tensor) -> torch.Tensor:
-    return v / v.norm().clamp(min=1e-30)
-
-
-def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(_unit(a.double()) @ _unit(b.double()))
 
 
 def shared_roles(a: ComparedRun, b: ComparedRun) -> dict[str, Any]:
@@ -180,14 +174,10 @@ def principal_components(
     """Top-``k`` PCs ``[k, hidden]`` of the named roles, their scores ``[roles, k]`` and the
     sign that orients PC1 toward the default (applied to both)."""
     row = run.row(layer)
-    result = pca(torch.stack([run.roles[n][row] for n in names]))
-    pc1 = result.components[0]
-    sign = 1.0 if float((run.default[row] - result.mean) @ pc1) >= 0 else -1.0
-    comps = result.components[:k].clone()
-    scores = result.scores[:, :k].clone()
-    comps[0] *= sign
-    scores[:, 0] *= sign
-    return comps, scores, sign
+    plain = pca(torch.stack([run.roles[n][row] for n in names]))
+    result = plain.toward(run.default[row])
+    sign = 1.0 if result is plain else -1.0
+    return result.components[:k].clone(), result.scores[:, :k].clone(), sign
 
 
 def subspace_cosines(comps_a: torch.Tensor, comps_b: torch.Tensor) -> dict[str, list[float]]:
@@ -402,13 +392,10 @@ def default_null(run: ComparedRun, names: list[str], layer: int) -> dict[str, An
 
     def figures(target: torch.Tensor, others: list[str]) -> tuple[float, int]:
         stack = torch.stack([vectors[n] for n in others])
-        result = pca(stack)
+        result = pca(stack).toward(target.float())
         pc1 = result.components[0].double()
-        centred = target - result.mean.double()
-        sign = 1.0 if float(centred @ pc1) >= 0 else -1.0
-        score = sign * float(centred @ pc1)
-        scores = sign * (result.scores[:, 0].double())
-        rank = 1 + int((scores > score).sum())
+        score = float((target - result.mean.double()) @ pc1)
+        rank = 1 + int((result.scores[:, 0].double() > score).sum())
         return abs(_cos(target - stack.mean(0), pc1)), rank
 
     cos_default, rank_default = figures(run.default[row].double(), names)
@@ -440,30 +427,38 @@ def _describe(run: ComparedRun) -> dict[str, Any]:
     }
 
 
-def check_options(*, k: int, top: int, n_permutations: int, n_bootstrap: int) -> None:
-    """Refuse option values that would give wrong or undefined figures.
+def check_settings(*, k: int, top: int, n_permutations: int, n_bootstrap: int) -> None:
+    """Refuse settings that would give wrong or undefined figures (before any work).
 
     Example:
-        >>> check_options(k=3, top=10, n_permutations=10_000, n_bootstrap=2_000)
+        >>> check_settings(k=3, top=10, n_permutations=10_000, n_bootstrap=2_000)
         >>> try:
-        ...     check_options(k=3, top=0, n_permutations=10_000, n_bootstrap=2_000)
+        ...     check_settings(k=3, top=0, n_permutations=10_000, n_bootstrap=2_000)
         ... except PersonaspaceError as err:
-        ...     print(err)
-        --top is 0: give at least 2 (the size of the top and bottom role lists)
+        ...     print(err, err.param)
+        top is 0: give at least 2 (the size of the top and bottom role lists) top
     """
     if top < 2:
         raise PersonaspaceError(
-            f"--top is {top}", fix="give at least 2 (the size of the top and bottom role lists)"
+            f"top is {top}",
+            fix="give at least 2 (the size of the top and bottom role lists)",
+            param="top",
         )
     if k < 1:
-        raise PersonaspaceError(f"--k is {k}", fix="compare at least 1 principal component")
+        raise PersonaspaceError(
+            f"k is {k}", fix="compare at least 1 principal component", param="k"
+        )
     if n_permutations < 1:
         raise PersonaspaceError(
-            f"--permutations is {n_permutations}", fix="give at least 1 (default 10000)"
+            f"n_permutations is {n_permutations}",
+            fix="give at least 1 (default 10000)",
+            param="n_permutations",
         )
     if n_bootstrap < 1:
         raise PersonaspaceError(
-            f"--bootstrap is {n_bootstrap}", fix="give at least 1 (default 2000)"
+            f"n_bootstrap is {n_bootstrap}",
+            fix="give at least 1 (default 2000)",
+            param="n_bootstrap",
         )
 
 
@@ -492,7 +487,7 @@ def compare_runs(
     """
     if mode not in MODES:
         raise PersonaspaceError(f"unknown mode {mode!r}", fix="use auto, same or rank")
-    check_options(k=k, top=top, n_permutations=n_permutations, n_bootstrap=n_bootstrap)
+    check_settings(k=k, top=top, n_permutations=n_permutations, n_bootstrap=n_bootstrap)
     if mode == "same":
         require_same_architecture(a, b)
     names = require_shared(a, b)

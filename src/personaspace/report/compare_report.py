@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from personaspace.fileformat import atomic_path, atomic_write
 from personaspace.report import plots
+from personaspace.report.page import data_uri, figures, page, pre_json, table
 
 PUBLISHED_BASE_VS_INSTRUCT = [
     ("base vs instruct, cosines of the top-3 role PCs (Gemma 2 27B)", "0.93 / 0.87 / 0.83"),
@@ -126,34 +122,25 @@ def _steering(ax: Axes, steering: dict[str, Any]) -> None:
 def compare_figures(result: dict[str, Any]) -> dict[str, bytes]:
     """PNG bytes by name: ``persona_spaces``, ``role_ranks``, ``layer_cosines`` (and
     ``steering`` when the result holds a steering study)."""
-    figures = {
-        "persona_spaces": _png(
-            lambda fig: [
-                _space(fig.add_subplot(1, 2, i + 1), result, t) for i, t in enumerate("ab")
-            ],
-            (15, 6.5),
-        ),
-        "role_ranks": _png(
-            lambda fig: (
-                _ranks(fig.add_subplot(1, 2, 1), result, "on_axis", "Roles ranked on each axis"),
-                _ranks(fig.add_subplot(1, 2, 2), result, "on_pc1", "Roles ranked on each PC1"),
-            ),
-            (13, 6),
-        ),
+
+    def spaces(fig: Figure) -> None:
+        for i, tag in enumerate("ab"):
+            _space(fig.add_subplot(1, 2, i + 1), result, tag)
+
+    def rankings(fig: Figure) -> None:
+        _ranks(fig.add_subplot(1, 2, 1), result, "on_axis", "Roles ranked on each axis")
+        _ranks(fig.add_subplot(1, 2, 2), result, "on_pc1", "Roles ranked on each PC1")
+
+    pngs = {
+        "persona_spaces": _png(spaces, (15, 6.5)),
+        "role_ranks": _png(rankings, (13, 6)),
         "layer_cosines": _png(lambda fig: _layers(fig.add_subplot(1, 1, 1), result), (7, 4.2)),
     }
     if result.get("steering"):
-        figures["steering"] = _png(
+        pngs["steering"] = _png(
             lambda fig: _steering(fig.add_subplot(1, 1, 1), result["steering"]), (7, 4.2)
         )
-    return figures
-
-
-def _table(rows: list[tuple[str, Any]]) -> str:
-    body = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
-    )
-    return f"<table>{body}</table>"
+    return pngs
 
 
 def headline_rows(result: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -232,19 +219,15 @@ def headline_rows(result: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 def write_compare_report(
-    folder: str | Path, result: dict[str, Any], figures: dict[str, bytes]
+    folder: str | Path, result: dict[str, Any], figures_png: dict[str, bytes]
 ) -> Path:
     """Write ``compare.html`` (self-contained) and one PNG per figure into ``folder``."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    for name, png in figures.items():
+    for name, png in figures_png.items():
         with atomic_path(out / f"compare_{name}.png") as tmp:
             tmp.write_bytes(png)
-    images = "".join(
-        f'<figure><img src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-        f"<figcaption>{html.escape(name.replace('_', ' '))}</figcaption></figure>"
-        for name, png in figures.items()
-    )
+    images = figures([(data_uri(png), name.replace("_", " ")) for name, png in figures_png.items()])
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result["notes"]) or "<li>none</li>"
     steering = result.get("steering")
     steer_html = ""
@@ -263,22 +246,16 @@ def write_compare_report(
             f"<i>{html.escape(c['completion'][:200])}</i></li>"
             for c in steering["completions"][:: max(1, len(steering["completions"]) // 30)]
         )
-        steer_html = f"<h2>Steering the base model</h2>{_table(steer_rows)}<ul>{samples}</ul>"
-    page = f"""<!doctype html><html><head><meta charset="utf-8">
-<title>personaspace compare: {html.escape(result["a"]["model_id"])} vs
-{html.escape(result["b"]["model_id"])}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse;margin:1em 0}}th,td{{border:1px solid #ccc;padding:4px 8px;
-text-align:left;font-size:14px}}th{{background:#f4f4f4}}img{{max-width:100%}}
-pre{{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}}</style></head><body>
-<h1>Two persona spaces: {html.escape(result["a"]["model_id"])} and
-{html.escape(result["b"]["model_id"])}</h1>
-<h2>Headline figures</h2>{_table(headline_rows(result))}
+        steer_html = f"<h2>Steering the base model</h2>{table(steer_rows)}<ul>{samples}</ul>"
+    a_id, b_id = html.escape(result["a"]["model_id"]), html.escape(result["b"]["model_id"])
+    body = f"""<h1>Two persona spaces: {a_id} and
+{b_id}</h1>
+<h2>Headline figures</h2>{table(headline_rows(result))}
 <h2>Notes</h2><ul>{notes}</ul>
-<h2>Published figures (Lu et al. 2026)</h2>{_table(PUBLISHED_BASE_VS_INSTRUCT)}
+<h2>Published figures (Lu et al. 2026)</h2>{table(PUBLISHED_BASE_VS_INSTRUCT)}
 <h2>Plots</h2>{images}{steer_html}
-<h2>Runs</h2><pre>{html.escape(json.dumps([result["a"], result["b"]], indent=1))}</pre>
-</body></html>"""
+<h2>Runs</h2>{pre_json([result["a"], result["b"]])}"""
+    title = f"personaspace compare: {result['a']['model_id']} vs {result['b']['model_id']}"
     with atomic_write(out / "compare.html") as handle:
-        handle.write(page)
+        handle.write(page(title, body, width=1100))
     return out / "compare.html"

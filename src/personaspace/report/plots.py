@@ -1,17 +1,18 @@
-"""Matplotlib figures rendered to PNG bytes (Agg backend: no display needed)."""
+"""Matplotlib figures rendered to PNG bytes, through the object API: a ``Figure`` drawn on
+its own Agg canvas, so no display, no global backend switch and no pyplot state."""
 
 from __future__ import annotations
 
-import base64
 import io
 from collections.abc import Callable
+from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from personaspace.fileformat import atomic_path
+from personaspace.report.page import data_uri
 
 
 def render_png(draw: Callable[[Figure], None], size: tuple[float, float], dpi: int = 100) -> bytes:
@@ -22,21 +23,36 @@ def render_png(draw: Callable[[Figure], None], size: tuple[float, float], dpi: i
         >>> png[:4]
         b'\\x89PNG'
     """
-    fig = plt.figure(figsize=size, dpi=dpi)
-    try:
-        draw(fig)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=size, dpi=dpi)
+    FigureCanvasAgg(fig)
+    draw(fig)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def save_png(
+    path: str | Path, draw: Callable[[Figure], None], size: tuple[float, float], dpi: int = 100
+) -> Path:
+    """Draw on a fresh figure and write it as a PNG file, atomically.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = save_png(pathlib.Path(tempfile.mkdtemp()) / "f.png",
+        ...              lambda fig: fig.add_subplot().plot([0, 1]), (2, 2))
+        >>> p.read_bytes()[:4]
+        b'\\x89PNG'
+    """
+    png = render_png(draw, size, dpi)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(png)
+    return Path(path)
 
 
 def figure_png(draw: Callable[[Axes], None], size: tuple[float, float] = (7, 4.5)) -> str:
     """Draw on a fresh axes and return the PNG as a base64 data URI."""
-    png = render_png(lambda fig: draw(fig.add_subplot()), size, dpi=110)
-    return "data:image/png;base64," + base64.b64encode(png).decode()
+    return data_uri(render_png(lambda fig: draw(fig.add_subplot()), size, dpi=110))
 
 
 def scatter_roles(
@@ -49,7 +65,7 @@ def scatter_roles(
     title: str,
 ) -> None:
     points = ax.scatter(xs, ys, c=colours, cmap="coolwarm", s=22)
-    plt.colorbar(points, ax=ax, label="projection on the Assistant Axis")
+    ax.figure.colorbar(points, ax=ax, label="projection on the Assistant Axis")
     for x, y, label in zip(xs, ys, labels):
         ax.annotate(label, (x, y), fontsize=6, alpha=0.8, xytext=(2, 2), textcoords="offset points")
     if marked is not None:
