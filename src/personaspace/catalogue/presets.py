@@ -1,7 +1,7 @@
 """Presets: deterministic subsets of the catalogue sized for a test, a laptop, or the paper.
 
 ``tiny``   a handful of roles, 1 prompt each, 2 questions: for tests.
-``quick``  about 50 roles spanning every category, 2 prompts each, 8 questions: the default,
+``quick``  49 roles spanning every category, 2 prompts each, 6 questions: the default,
            a run of a few minutes on a laptop CPU with the bundled model.
 ``full``   everything: every role with all its prompts and every question (the published
            scale: 5 prompts x 240 questions per role), every trait.
@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, TypeVar
 
 from personaspace.catalogue.types import Catalogue, Question, Role, Trait
 from personaspace.errors import PersonaspaceError
 
+T = TypeVar("T")
 PresetName = Literal["tiny", "quick", "full"]
 PRESETS: tuple[str, ...] = ("tiny", "quick", "full")
 
@@ -48,7 +49,8 @@ KEY_TRAITS = (
 
 @dataclass(frozen=True)
 class PresetSpec:
-    """How many of each thing a preset takes (``None`` = all)."""
+    """How many of each thing a preset takes (``None`` = all), and how many kept replies a
+    role needs (``min_count``, never more than the replies it gets)."""
 
     roles: int | None
     prompts_per_role: int | None
@@ -57,13 +59,28 @@ class PresetSpec:
     traits: int | None
     pairs_per_trait: int | None
     trait_questions: int | None
+    min_count: int = 3
 
 
 SPECS: dict[str, PresetSpec] = {
-    "tiny": PresetSpec(4, 1, 2, 1, 2, 1, 2),
+    "tiny": PresetSpec(4, 1, 2, 1, 2, 1, 2, min_count=1),
     "quick": PresetSpec(49, 2, 6, None, 8, 2, 4),
     "full": PresetSpec(None, None, None, None, None, None, None),
 }
+
+
+def preset_spec(preset: str) -> PresetSpec:
+    """The spec of a preset, or a one-line error naming the presets.
+
+    Example:
+        >>> preset_spec("tiny").min_count
+        1
+    """
+    if preset not in SPECS:
+        raise PersonaspaceError(
+            f"unknown preset {preset!r}", fix=f"use one of {', '.join(PRESETS)}", param="preset"
+        )
+    return SPECS[preset]
 
 
 @dataclass(frozen=True)
@@ -78,7 +95,7 @@ class Selection:
     trait_questions: int | None
 
 
-def _take(items: list, n: int | None) -> list:  # type: ignore[type-arg]
+def _take(items: list[T], n: int | None) -> list[T]:
     return items if n is None else items[:n]
 
 
@@ -129,11 +146,7 @@ def select(
         >>> len(sel.roles), len(sel.roles[0].prompts), len(sel.questions)
         (4, 1, 2)
     """
-    if preset not in SPECS:
-        raise PersonaspaceError(
-            f"unknown preset {preset!r}", fix=f"use one of {', '.join(PRESETS)}"
-        )
-    spec = SPECS[preset]
+    spec = preset_spec(preset)
     only_roles = _only(roles, catalogue.roles.keys(), "role")
     only_traits = _only(traits, catalogue.traits.keys(), "trait")
     if only_roles is not None:

@@ -211,7 +211,7 @@ def parse_capability(raw: dict[str, Any], w: Where) -> CapabilityItem:
     return CapabilityItem(
         id=w.name_field(raw, "id", ID),
         topic=w.name_field(raw, "topic", NAME),
-        kind=kind,  # type: ignore[arg-type]
+        kind="mc" if kind == "mc" else "exact",
         question=w.text(raw, "question"),
         answer=answer,
         choices=choices,

@@ -7,10 +7,12 @@ return per-layer vectors; no I/O.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
+
+from personaspace.runfolder import ResponseRecord
 
 
 @dataclass
@@ -38,7 +40,7 @@ def assistant_axis(default_vector: torch.Tensor, role_vectors: list[torch.Tensor
 
 
 def aggregate(
-    records: list[dict[str, Any]],
+    records: Sequence[ResponseRecord],
     vectors: torch.Tensor,
     *,
     score_threshold: int,

@@ -11,21 +11,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from personaspace.conversation.format import FormattedConversation
-from personaspace.interventions.calibration import (
-    Calibration,
-    calibrate,
-    run_calibration_set,
-    save_calibration,
-)
-from personaspace.interventions.capping import (
-    CappingConfig,
-    build_capping_config,
-    save_capping_config,
-)
+from personaspace.conversation.prompts import format_exchange
+from personaspace.interventions.calibrate import calibrate
 from personaspace.models.loading import LoadedModel
-from personaspace.monitor.axis import CALIBRATION_FILE, load_axis
+from personaspace.runfolder import RunFolder
+from personaspace.vectors.calibration import Calibration
+from personaspace.vectors.capping import CappingConfig, build_capping_config
 
-CAPPING_FILE = "capping.safetensors"
 DEFAULT_LIMIT = 64
 DEFAULT_PERCENTILES: tuple[float, ...] = (10.0, 25.0, 50.0)
 RANGE_WIDTH = 8
@@ -44,6 +36,30 @@ def default_ranges(n_layers: int) -> list[tuple[int, int]]:
     return sorted({(middle, middle + width), (late, late + width)})
 
 
+def run_calibration_set(
+    lm: LoadedModel,
+    run: str | Path,
+    *,
+    kinds: Sequence[str] = ("default", "role"),
+    limit: int | None = None,
+) -> list[FormattedConversation]:
+    """The replies of an axis run as conversations (system prompt, question, reply).
+
+    ``kinds`` picks default-persona and/or role replies (``"trait_pos"``/``"trait_neg"``
+    too); ``limit`` keeps an evenly spaced subset. Replies are re-tokenized from text.
+
+    Example:
+        >>> convs = run_calibration_set(lm, "runs/axis-smollm2-135m-instruct-quick", limit=8)
+        ... # doctest: +SKIP
+        >>> len(convs)  # doctest: +SKIP
+        8
+    """
+    return [
+        format_exchange(lm, row["question"], row["response"], row.get("system"))
+        for row in RunFolder(run).replies(kinds, limit)
+    ]
+
+
 def calibrate_run(
     lm: LoadedModel,
     run: str | Path,
@@ -54,7 +70,7 @@ def calibrate_run(
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     conversations: Sequence[FormattedConversation] | None = None,
     source: str | None = None,
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], object] | None = None,
 ) -> tuple[Calibration, CappingConfig]:
     """Calibrate the run's axis and write both files into the run.
 
@@ -66,15 +82,15 @@ def calibrate_run(
         >>> cfg.ids[:2]  # doctest: +SKIP
         ['layers_11:19-p10', 'layers_11:19-p25']
     """
-    folder = Path(run)
-    axis = load_axis(folder, lm)
+    folder = RunFolder(run)
+    axis = folder.axis(lm)
     if conversations is None:
-        conversations = run_calibration_set(lm, folder, kinds=kinds, limit=limit)
-        source = f"{len(conversations)} replies ({', '.join(kinds)}) of {folder.name}"
+        conversations = run_calibration_set(lm, folder.path, kinds=kinds, limit=limit)
+        source = f"{len(conversations)} replies ({', '.join(kinds)}) of {folder.path.name}"
     source = source or f"{len(conversations)} conversations"
     calibration = calibrate(lm, axis, conversations, source=source, on_batch=on_batch)
     chosen = list(ranges) if ranges else default_ranges(lm.adapter.n_layers)
     config = build_capping_config(axis, calibration, chosen, percentiles)
-    save_calibration(folder / CALIBRATION_FILE, calibration)
-    save_capping_config(folder / CAPPING_FILE, config)
+    folder.save_calibration(calibration)
+    folder.save_capping(config)
     return calibration, config

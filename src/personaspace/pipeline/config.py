@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from personaspace.capture.sampling import SamplingConfig
+from personaspace.catalogue.presets import preset_spec
 from personaspace.errors import PersonaspaceError
 
 # Settings that do not change what is computed, so a resumed run may differ in them.
@@ -16,15 +19,23 @@ NON_RESULT_FIELDS = frozenset({"batch_size", "judge_concurrency", "judge_rate_pe
 ANALYSIS_FIELDS = frozenset(
     {"score_threshold", "min_count", "trait_threshold", "analysis_layer", "normalize_rows"}
 )
+# The decoding of every reply: temperature 0.7 and top-p 0.9 as published, 64 new tokens.
+AXIS_SAMPLING = SamplingConfig(max_new_tokens=64, temperature=0.7, top_p=0.9, seed=0)
+SAMPLING_FIELDS = ("max_new_tokens", "temperature", "top_p", "seed")
 
 
 @dataclass(frozen=True)
 class AxisConfig:
     """Everything that defines an axis run.
 
+    ``min_count`` left as ``None`` takes the preset's (a role needs that many kept replies;
+    no preset asks for more replies per role than it generates).
+
     Example:
-        >>> AxisConfig().preset, AxisConfig().temperature, AxisConfig().top_p
-        ('quick', 0.7, 0.9)
+        >>> AxisConfig().preset, AxisConfig().sampling.temperature, AxisConfig().min_count
+        ('quick', 0.7, 3)
+        >>> AxisConfig(preset="tiny").min_count
+        1
     """
 
     model: str = "smollm2-135m-instruct"
@@ -39,12 +50,9 @@ class AxisConfig:
     judge_concurrency: int = 4
     judge_rate_per_s: float = 5.0
     score_threshold: int = 3
-    min_count: int = 3
+    min_count: int | None = None
     trait_threshold: float = 50.0
-    max_new_tokens: int = 64
-    temperature: float = 0.7
-    top_p: float = 0.9
-    seed: int = 0
+    sampling: SamplingConfig = field(default=AXIS_SAMPLING)
     batch_size: int = 32
     analysis_layer: int | None = None
     normalize_rows: bool = False
@@ -52,26 +60,59 @@ class AxisConfig:
     def __post_init__(self) -> None:
         if self.judge not in ("local", "openai", "none"):
             raise PersonaspaceError(
-                f"unknown judge {self.judge!r}", fix="use --judge local, openai or none"
+                f"unknown judge {self.judge!r}", fix="use local, openai or none", param="judge"
             )
         if self.score_threshold not in (2, 3):
             raise PersonaspaceError(
-                f"score threshold {self.score_threshold}", fix="use 3 (fully in role) or 2"
+                f"score_threshold is {self.score_threshold}",
+                fix="use 3 (fully in role) or 2",
+                param="score_threshold",
             )
-        if self.min_count < 1 or self.batch_size < 1:
-            raise PersonaspaceError("min-count and batch-size must be >= 1", fix="use 1 or more")
+        if self.min_count is None:
+            object.__setattr__(self, "min_count", preset_spec(self.preset).min_count)
+        for name in ("min_count", "batch_size"):
+            if getattr(self, name) < 1:
+                raise PersonaspaceError(
+                    f"{name} is {getattr(self, name)}", fix="use 1 or more", param=name
+                )
+
+    @property
+    def kept_per_role(self) -> int:
+        """The replies a role needs scored at or above the threshold (``min_count``)."""
+        assert self.min_count is not None  # set in __post_init__
+        return self.min_count
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The settings as ``config.json`` records them (decoding settings inline).
+
+        Example:
+            >>> list(AxisConfig().to_json())[13:18]
+            ['trait_threshold', 'max_new_tokens', 'temperature', 'top_p', 'seed']
+        """
+        data: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "sampling":
+                data.update({k: getattr(value, k) for k in SAMPLING_FIELDS})
+            else:
+                data[f.name] = list(value) if isinstance(value, tuple) else value
+        return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> AxisConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+    def from_json(cls, data: Mapping[str, Any]) -> AxisConfig:
+        """Settings from ``config.json`` (or any flat mapping of them); unknown keys are ignored.
+
+        Example:
+            >>> AxisConfig.from_json({"max_new_tokens": 8, "roles": ["pirate"]}).sampling
+            SamplingConfig(max_new_tokens=8, temperature=0.7, top_p=0.9, seed=0, stop_strings=())
+        """
+        known = {f.name for f in dataclasses.fields(cls)} - {"sampling"}
+        values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
         for key in ("roles", "traits"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
-        return cls(**values)
+        decoding = {k: data[k] for k in SAMPLING_FIELDS if k in data}
+        return cls(**values, sampling=dataclasses.replace(AXIS_SAMPLING, **decoding))
 
     def differences(self, other: AxisConfig, *, include_analysis: bool = True) -> list[str]:
         """Names of result-changing settings that differ between two configs.

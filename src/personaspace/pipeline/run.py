@@ -1,4 +1,7 @@
-"""Run the axis pipeline end to end, resumably.
+"""Run the axis pipeline end to end, resumably, as named stages.
+
+``run_axis`` = prepare (settings, catalogue, judge, folder) -> load the model -> generate
+and judge (shard by shard) -> collect the shards -> aggregate -> analyse -> write -> calibrate.
 
 Work is cut in shards (the default prompts, each role, each trait). Each finished shard is
 written atomically with its responses, scores and activations; a restarted run skips the
@@ -8,101 +11,202 @@ uninterrupted run would have produced.
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 
-from personaspace.analysis import analyse
-from personaspace.capture import SamplingConfig, generate
-from personaspace.catalogue import Catalogue, load_catalogue, select
-from personaspace.conversation import PLAIN_STOP_STRINGS, format_conversation
+from personaspace.analysis import PersonaSpace, analyse
+from personaspace.capture import Generation, generate, response_means
+from personaspace.catalogue import Catalogue, Selection, load_catalogue, select
+from personaspace.conversation.prompts import format_prompt
 from personaspace.errors import PersonaspaceError
-from personaspace.fileformat import atomic_write, read_json, save_vectors, write_json
-from personaspace.interventions.calibrate_run import calibrate_run
 from personaspace.judge import Judge, RoleItem, TraitItem, make_judge
 from personaspace.models import LoadedModel, load_model
 from personaspace.pipeline.aggregate import Aggregate, aggregate
+from personaspace.pipeline.calibrate import calibrate_run
 from personaspace.pipeline.config import AxisConfig
-from personaspace.pipeline.shards import load_shard, save_shard, shard_complete, shard_path
 from personaspace.pipeline.work import WorkItem, build_work
+from personaspace.report.axis_report import axis_report
+from personaspace.runfolder import (
+    AXIS_FILE,
+    CALIBRATION_FILE,
+    CAPPING_FILE,
+    REPORT_FILE,
+    ResponseRecord,
+    RunFolder,
+)
 
 Progress = Callable[[int, int], None]  # (items done so far, items in total)
-OUTPUTS = (
-    "responses.jsonl",
-    "scores.jsonl",
-    "vectors",
-    "axis.safetensors",
-    "summary.json",
-    "report.html",
-    "calibration.safetensors",
-    "capping.safetensors",
-    "config.json",
-    "shards",
-)
+MIN_ROLES = 3  # a persona space needs at least three role vectors
+
+
+class RunCounts(TypedDict):
+    responses: int
+    role_responses: int
+    default_responses: int
+    trait_responses: int
+    roles_kept: int
+    roles_dropped: dict[str, int]
+    role_kept_counts: dict[str, int]
+    traits_kept: int
+    traits_dropped: list[str]
+    trait_pairs_kept: dict[str, int]
+    score_histogram: dict[str, int]
+    generated_tokens_this_session: int
+
+
+class CalibrationInfo(TypedDict):
+    source: str
+    tokens: int
+    capping_experiments: list[str]
+
+
+class _Summary(TypedDict):
+    config: dict[str, Any]
+    model_id: str
+    n_layers: int
+    hidden_size: int
+    chat_tuned: bool
+    counts: RunCounts
+    analysis: dict[str, Any] | None
+    timings: dict[str, float]
+
+
+class AxisSummary(_Summary, total=False):
+    """What ``summary.json`` holds. ``analysis`` is ``None`` and ``verdict`` says why when
+    too few roles were kept for a persona space."""
+
+    calibration: CalibrationInfo
+    generated_tokens_per_s: float
+    verdict: str
 
 
 @dataclass
 class AxisRun:
-    """A finished run: its folder, its summary and its vectors."""
+    """A finished run: its folder, its summary, its vectors and (unless too few roles were
+    kept) its persona space."""
 
     out: Path
-    summary: dict[str, Any]
+    summary: AxisSummary
     aggregate: Aggregate
+    analysis: PersonaSpace | None = None
+
+    @property
+    def verdict(self) -> str | None:
+        return self.summary.get("verdict")
 
 
-def _prepare_folder(out: Path, config: AxisConfig, force: bool) -> None:
-    saved = out / "config.json"
-    if not saved.is_file():
-        if out.exists() and any(out.iterdir()) and not (out / "shards").is_dir():
+class _Timings:
+    """Stage timings in seconds, accumulated under their names (``generate_s``...)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.values[name] = self.values.get(name, 0.0) + time.perf_counter() - started
+
+
+@dataclass
+class _Setup:
+    config: AxisConfig
+    folder: RunFolder
+    catalogue: Catalogue
+    selection: Selection
+    judge: Judge
+
+
+@dataclass
+class _Loaded:
+    lm: LoadedModel
+    layers: list[int]
+    analysis_layer: int
+    shards: dict[str, list[WorkItem]]
+    header: dict[str, Any]
+
+
+def _prepare(config: AxisConfig, out: str | Path, force: bool, judge_api_key: str | None) -> _Setup:
+    """Settings, catalogue and judge checked, and the folder made ready; no model yet."""
+    catalogue = load_catalogue(config.catalogue, replace=config.catalogue_replace)
+    selection = select(
+        catalogue,
+        config.preset,
+        roles=list(config.roles) if config.roles else None,
+        traits=list(config.traits) if config.traits else None,
+    )
+    folder = RunFolder(out)
+    folder.check_new_or_own()
+    if folder.file("config.json").is_file():
+        previous = AxisConfig.from_json(folder.settings())
+        changed = config.differences(previous, include_analysis=False)
+        if changed and not force:
             raise PersonaspaceError(
-                f"{out} exists and is not a personaspace run folder",
-                fix="choose an empty or new --out folder",
+                f"{folder.path} holds a run with different settings ({', '.join(changed)})",
+                fix="rerun with the same settings to resume, use another folder, or force "
+                "a fresh start (discarding it)",
             )
-        return
-    previous = AxisConfig.from_json(read_json(saved).get("config", {}))
-    changed = config.differences(previous, include_analysis=False)
-    if changed and not force:
-        raise PersonaspaceError(
-            f"{out} holds a run with different settings ({', '.join(changed)})",
-            fix="rerun with the same settings to resume, use another --out, or add --force "
-            "to discard it",
-        )
-    if changed:
-        for name in OUTPUTS:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+        if changed:
+            folder.clear_outputs()
+    judge = make_judge(
+        config.judge,
+        catalogue,
+        model=config.judge_model,
+        base_url=config.judge_base_url,
+        api_key=judge_api_key,
+        concurrency=config.judge_concurrency,
+        rate_per_s=config.judge_rate_per_s,
+    )
+    judge.check()  # an unreachable judge fails here, before any generation
+    return _Setup(config, folder, catalogue, selection, judge)
 
 
-def _prompts(lm: LoadedModel, items: list[WorkItem]):  # type: ignore[no-untyped-def]
-    prompts = []
-    for it in items:
-        messages = ([{"role": "system", "content": it.system}] if it.system else []) + [
-            {"role": "user", "content": it.question}
-        ]
-        prompts.append(
-            format_conversation(
-                lm.tokenizer,
-                messages,
-                add_generation_prompt=True,
-                use_chat_template=lm.chat_tuned,
-            )
-        )
-    return prompts
+def _load(setup: _Setup) -> _Loaded:
+    """The model, its layers, the run's work and the header written to ``config.json``."""
+    config = setup.config
+    lm = load_model(config.model)
+    layers = list(range(lm.adapter.n_layers))
+    analysis_layer = lm.adapter.check_layers(
+        [config.analysis_layer if config.analysis_layer is not None else lm.adapter.n_layers // 2]
+    )[0]
+    shards = build_work(
+        setup.selection,
+        lm.display_name,
+        config.sampling.seed,
+        setup.selection.trait_questions,
+        chat_tuned=lm.chat_tuned,
+    )
+    header = {
+        "config": config.to_json(),
+        "model_id": lm.model_id,
+        "n_layers": len(layers),
+        "hidden_size": lm.adapter.hidden_size,
+        "chat_tuned": lm.chat_tuned,
+    }
+    # (re)written each time: analysis settings may have changed since the last session
+    setup.folder.write_header(header)
+    return _Loaded(lm, layers, analysis_layer, shards, header)
+
+
+class Scores(TypedDict, total=False):
+    """The judge's scores of one reply: ``score`` (0-3) for roles, ``trait_score`` for traits."""
+
+    score: int | None
+    trait_score: float | None
 
 
 def _judge(
     judge: Judge, catalogue: Catalogue, items: list[WorkItem], answers: list[str]
-) -> list[dict[str, Any]]:
-    scores: list[dict[str, Any]] = [{} for _ in items]
+) -> list[Scores]:
+    scores: list[Scores] = [{} for _ in items]
     role_idx = [i for i, it in enumerate(items) if it.kind == "role"]
     trait_idx = [i for i, it in enumerate(items) if it.kind.startswith("trait")]
     role_scores = judge.score_roles(
@@ -116,8 +220,8 @@ def _judge(
     )
     for i, s in zip(role_idx, role_scores):
         scores[i]["score"] = s
-    for i, s in zip(trait_idx, trait_scores):
-        scores[i]["trait_score"] = None if s is None else round(float(s), 2)
+    for i, t in zip(trait_idx, trait_scores):
+        scores[i]["trait_score"] = None if t is None else round(float(t), 2)
     return scores
 
 
@@ -136,6 +240,210 @@ def _groups(shards: dict[str, list[WorkItem]], pending: list[str], size: int) ->
     return groups
 
 
+def _record(item: WorkItem, reply: Generation, judge: str, scores: Scores) -> ResponseRecord:
+    record: ResponseRecord = {
+        "id": item.id,
+        "shard": item.shard,
+        "kind": item.kind,
+        "name": item.name,
+        "prompt_index": item.prompt_index,
+        "question_id": item.question_id,
+        "system": item.system,
+        "question": item.question,
+        "response": reply.text,
+        "n_tokens": len(reply.token_ids),
+        "finish_reason": reply.finish_reason,
+        "seed": item.seed,
+        "judge": judge,
+    }
+    if "score" in scores:
+        record["score"] = scores["score"]
+    if "trait_score" in scores:
+        record["trait_score"] = scores["trait_score"]
+    return record
+
+
+def _generate_and_judge(
+    setup: _Setup, loaded: _Loaded, timings: _Timings, progress: Progress | None
+) -> int:
+    """Every unfinished shard generated, judged and written; returns the new token count."""
+    config, folder, lm, shards = setup.config, setup.folder, loaded.lm, loaded.shards
+    total = sum(len(v) for v in shards.values())
+    finished = {s for s in shards if folder.shard_complete(s, [it.id for it in shards[s]])}
+    done = sum(len(shards[s]) for s in finished)
+    if progress:
+        progress(done, total)
+    sampling = config.sampling.for_model(lm.chat_tuned)
+    new_tokens = 0
+    # The partition into batches is fixed by the work alone, so a resumed run computes every
+    # batch exactly as an uninterrupted run does (same shapes, same padding, same numbers).
+    for group in _groups(shards, list(shards), config.batch_size):
+        if all(s in finished for s in group):
+            continue
+        items = [it for s in group for it in shards[s]]
+        with timings.stage("generate_s"):
+            gens = generate(
+                lm,
+                [format_prompt(lm, it.question, it.system) for it in items],
+                sampling,
+                layers=loaded.layers,
+                batch_size=config.batch_size,
+                seeds=[it.seed for it in items],
+            )
+        new_tokens += sum(len(g.token_ids) for g in gens)
+        with timings.stage("judge_s"):
+            scores = _judge(setup.judge, setup.catalogue, items, [g.text for g in gens])
+        start = 0
+        for shard in group:
+            n = len(shards[shard])
+            if shard not in finished:
+                part = slice(start, start + n)
+                records = [
+                    _record(it, g, setup.judge.name, sc)
+                    for it, g, sc in zip(shards[shard], gens[part], scores[part])
+                ]
+                vectors = response_means(gens[part])
+                meta = {"model_id": lm.model_id, "layers": loaded.layers}
+                try:
+                    folder.save_shard(shard, records, vectors, meta)
+                except OSError as err:
+                    raise PersonaspaceError(
+                        f"could not write {folder.shard_path(shard)} ({err.strerror})",
+                        fix="free disk space or fix permissions, then rerun the same command to "
+                        "resume (finished shards are kept)",
+                    ) from err
+                done += n
+            start += n
+        if progress:
+            progress(done, total)
+    timings.values.setdefault("generate_s", 0.0)
+    timings.values.setdefault("judge_s", 0.0)
+    return new_tokens
+
+
+def _collect(
+    folder: RunFolder, shards: dict[str, list[WorkItem]]
+) -> tuple[list[ResponseRecord], torch.Tensor]:
+    records: list[ResponseRecord] = []
+    vectors = []
+    for shard in shards:
+        loaded = folder.load_shard(shard)
+        assert loaded is not None, shard  # every shard was finished above
+        records.extend(loaded[0])
+        vectors.append(loaded[1])
+    return records, torch.cat(vectors)
+
+
+def _counts(records: list[ResponseRecord], agg: Aggregate, new_tokens: int) -> RunCounts:
+    return {
+        "responses": len(records),
+        "role_responses": sum(r["kind"] == "role" for r in records),
+        "default_responses": sum(r["kind"] == "default" for r in records),
+        "trait_responses": sum(r["kind"].startswith("trait") for r in records),
+        "roles_kept": len(agg.role_vectors),
+        "roles_dropped": agg.dropped_roles,
+        "role_kept_counts": agg.role_counts,
+        "traits_kept": len(agg.trait_vectors),
+        "traits_dropped": sorted(agg.dropped_traits),
+        "trait_pairs_kept": agg.trait_pair_counts,
+        "score_histogram": {
+            str(k): sum(r.get("score") == k for r in records if r["kind"] == "role")
+            for k in (0, 1, 2, 3, None)
+        },
+        "generated_tokens_this_session": new_tokens,
+    }
+
+
+def too_few_roles(agg: Aggregate, config: AxisConfig) -> str | None:
+    """Why no persona space can be built from ``agg`` (fewer than three roles kept), or None.
+
+    Example:
+        >>> agg = Aggregate(torch.zeros(1, 2), {}, {}, torch.zeros(1, 2), {}, {"ghost": 1})
+        >>> print(too_few_roles(agg, AxisConfig()))  # doctest: +ELLIPSIS
+        only 0 roles kept at least 3 replies scored >= 3 (dropped: ghost); a persona space ...
+    """
+    if len(agg.role_vectors) >= MIN_ROLES:
+        return None
+    return (
+        f"only {len(agg.role_vectors)} roles kept at least {config.kept_per_role} replies "
+        f"scored >= {config.score_threshold} (dropped: {', '.join(agg.dropped_roles) or 'none'})"
+        f"; a persona space needs {MIN_ROLES} or more: re-aggregate the stored replies with "
+        "score_threshold 2 or a lower min_count (no new generation), or use the judge none"
+    )
+
+
+def _write(
+    folder: RunFolder,
+    loaded: _Loaded,
+    records: list[ResponseRecord],
+    agg: Aggregate,
+    *,
+    with_axis: bool,
+) -> None:
+    """Replies, scores and vectors, and the axis when there is a persona space (without one,
+    an axis, calibration or report of other analysis settings is removed: it would not match
+    the summary, and re-aggregating the stored replies rebuilds it)."""
+    lm = loaded.lm
+    folder.write_records(records)
+    meta = {
+        "model_id": lm.model_id,
+        "layers": loaded.layers,
+        "hidden_size": lm.adapter.hidden_size,
+        "n_layers": lm.adapter.n_layers,
+        "reduction": "response_mean",
+        "unit": "raw residual stream (post-block)",
+    }
+    folder.save_vectors(
+        meta,
+        roles=agg.role_vectors,
+        role_counts=agg.role_counts,
+        default=agg.default_vector,
+        default_count=sum(r["kind"] == "default" for r in records),
+        traits=agg.trait_vectors,
+        trait_counts=agg.trait_pair_counts,
+    )
+    if with_axis:
+        folder.save_axis(agg.axis, meta, loaded.analysis_layer)
+    else:
+        for stale in (AXIS_FILE, CALIBRATION_FILE, CAPPING_FILE, REPORT_FILE):
+            folder.file(stale).unlink(missing_ok=True)
+
+
+def _persona_space(
+    config: AxisConfig,
+    loaded: _Loaded,
+    folder: RunFolder,
+    records: list[ResponseRecord],
+    agg: Aggregate,
+    summary: AxisSummary,
+    timings: _Timings,
+) -> PersonaSpace:
+    """Analyse, write the vectors, axis and report, and calibrate the new axis."""
+    with timings.stage("analyse_s"):
+        space = analyse(
+            agg.role_vectors,
+            agg.default_vector,
+            agg.axis,
+            agg.trait_vectors,
+            loaded.layers,
+            loaded.analysis_layer,
+            normalize_rows=config.normalize_rows,
+        )
+    summary["analysis"] = space.to_json()
+    with timings.stage("write_s"):
+        _write(folder, loaded, records, agg, with_axis=True)
+        folder.write_report(axis_report(summary, space))
+    with timings.stage("calibrate_s"):
+        # Steering units and capping thresholds for this axis (redone whenever it is).
+        calibration, capping = calibrate_run(loaded.lm, folder.path)
+    summary["calibration"] = {
+        "source": calibration.source,
+        "tokens": calibration.n_tokens,
+        "capping_experiments": capping.ids,
+    }
+    return space
+
+
 def run_axis(
     config: AxisConfig,
     out: str | Path,
@@ -146,265 +454,51 @@ def run_axis(
 ) -> AxisRun:
     """Produce a model's persona space in ``out`` (see the module docstring).
 
+    When fewer than three roles keep enough replies, the replies, scores and vectors are
+    still written, and the summary carries the ``verdict`` instead of an analysis.
+
     Example:
         >>> run = run_axis(AxisConfig(preset="tiny", judge="none"), "runs/tiny")  # doctest: +SKIP
-        >>> run.summary["analysis"]["at_analysis_layer"]["cos_axis_pc1"]  # doctest: +SKIP
+        >>> run.analysis.at_analysis_layer.cos_axis_pc1  # doctest: +SKIP
     """
-    out = Path(out)
-    timings: dict[str, float] = {}
+    timings = _Timings()
     started = time.perf_counter()
-    catalogue = load_catalogue(config.catalogue, replace=config.catalogue_replace)
-    selection = select(
-        catalogue,
-        config.preset,
-        roles=list(config.roles) if config.roles else None,
-        traits=list(config.traits) if config.traits else None,
-    )
-    _prepare_folder(out, config, force)
-    judge = make_judge(
-        config.judge,
-        catalogue,
-        model=config.judge_model,
-        base_url=config.judge_base_url,
-        api_key=judge_api_key,
-        concurrency=config.judge_concurrency,
-        rate_per_s=config.judge_rate_per_s,
-    )
-    judge.check()  # an unreachable judge fails here, before any generation
-    t = time.perf_counter()
-    lm = load_model(config.model)
-    timings["load_model_s"] = time.perf_counter() - t
-    layers = list(range(lm.adapter.n_layers))
-    analysis_layer = lm.adapter.check_layers(
-        [config.analysis_layer if config.analysis_layer is not None else lm.adapter.n_layers // 2]
-    )[0]
-    shards = build_work(
-        selection,
-        lm.display_name,
-        config.seed,
-        selection.trait_questions,
-        chat_tuned=lm.chat_tuned,
-    )
-    header = {
-        "config": config.to_json(),
-        "model_id": lm.model_id,
-        "n_layers": len(layers),
-        "hidden_size": lm.adapter.hidden_size,
-        "chat_tuned": lm.chat_tuned,
-    }
-    try:
-        # (re)written each time: analysis settings may have changed since the last session
-        write_json(out / "config.json", header)
-    except OSError as err:
-        raise PersonaspaceError(
-            f"cannot write to {out} ({err.strerror})", fix="choose a writable --out folder"
-        ) from err
-    total = sum(len(v) for v in shards.values())
-    finished = {s for s in shards if shard_complete(out, s, [it.id for it in shards[s]])}
-    done = sum(len(shards[s]) for s in finished)
-    if progress:
-        progress(done, total)
-    sampling = SamplingConfig(
-        max_new_tokens=config.max_new_tokens,
-        temperature=config.temperature,
-        top_p=config.top_p,
-        seed=config.seed,
-        stop_strings=() if lm.chat_tuned else PLAIN_STOP_STRINGS,
-    )
-    gen_s = judge_s = 0.0
-    new_tokens = 0
-    # The partition into batches is fixed by the work alone, so a resumed run computes every
-    # batch exactly as an uninterrupted run does (same shapes, same padding, same numbers).
-    for group in _groups(shards, list(shards), config.batch_size):
-        if all(s in finished for s in group):
-            continue
-        items = [it for s in group for it in shards[s]]
-        t = time.perf_counter()
-        gens = generate(
-            lm,
-            _prompts(lm, items),
-            sampling,
-            layers=layers,
-            batch_size=config.batch_size,
-            seeds=[it.seed for it in items],
+    setup = _prepare(config, out, force, judge_api_key)
+    with timings.stage("load_model_s"):
+        loaded = _load(setup)
+    new_tokens = _generate_and_judge(setup, loaded, timings, progress)
+    folder = setup.folder
+    with timings.stage("aggregate_s"):
+        records, vectors = _collect(folder, loaded.shards)
+        agg = aggregate(
+            records,
+            vectors,
+            score_threshold=config.score_threshold,
+            min_count=config.kept_per_role,
+            trait_threshold=config.trait_threshold,
         )
-        gen_s += time.perf_counter() - t
-        new_tokens += sum(len(g.token_ids) for g in gens)
-        t = time.perf_counter()
-        scores = _judge(judge, catalogue, items, [g.text for g in gens])
-        judge_s += time.perf_counter() - t
-        start = 0
-        for shard in group:
-            n = len(shards[shard])
-            if shard in finished:
-                start += n
-                continue
-            records = [
-                {
-                    "id": it.id,
-                    "shard": it.shard,
-                    "kind": it.kind,
-                    "name": it.name,
-                    "prompt_index": it.prompt_index,
-                    "question_id": it.question_id,
-                    "system": it.system,
-                    "question": it.question,
-                    "response": g.text,
-                    "n_tokens": len(g.token_ids),
-                    "finish_reason": g.finish_reason,
-                    "seed": it.seed,
-                    "judge": judge.name,
-                    **sc,
-                }
-                for it, g, sc in zip(
-                    shards[shard], gens[start : start + n], scores[start : start + n]
-                )
-            ]
-            vectors = torch.stack([g.response_mean for g in gens[start : start + n]])
-            try:
-                save_shard(
-                    out, shard, records, vectors, {"model_id": lm.model_id, "layers": layers}
-                )
-            except OSError as err:
-                raise PersonaspaceError(
-                    f"could not write {shard_path(out, shard)} ({err.strerror})",
-                    fix="free disk space or fix permissions, then rerun the same command to "
-                    "resume (finished shards are kept)",
-                ) from err
-            start += n
-            done += n
-        if progress:
-            progress(done, total)
-    timings["generate_s"], timings["judge_s"] = gen_s, judge_s
-    t = time.perf_counter()
-    records, vectors = [], []
-    for shard in shards:
-        loaded = load_shard(out, shard)
-        assert loaded is not None
-        records.extend(loaded[0])
-        vectors.append(loaded[1])
-    all_vectors = torch.cat(vectors)
-    agg = aggregate(
-        records,
-        all_vectors,
-        score_threshold=config.score_threshold,
-        min_count=config.min_count,
-        trait_threshold=config.trait_threshold,
-    )
-    timings["aggregate_s"] = time.perf_counter() - t
-    if len(agg.role_vectors) < 3:
-        raise PersonaspaceError(
-            f"only {len(agg.role_vectors)} roles kept enough responses "
-            f"(dropped: {', '.join(agg.dropped_roles) or 'none'})",
-            fix="lower --min-count, use --score-threshold 2, or --judge none",
-        )
-    t = time.perf_counter()
-    analysis = analyse(
-        agg.role_vectors,
-        agg.default_vector,
-        agg.axis,
-        agg.trait_vectors,
-        layers,
-        analysis_layer,
-        normalize_rows=config.normalize_rows,
-    )
-    timings["analyse_s"] = time.perf_counter() - t
-    summary = {
-        **header,
-        "counts": {
-            "responses": len(records),
-            "role_responses": sum(r["kind"] == "role" for r in records),
-            "default_responses": sum(r["kind"] == "default" for r in records),
-            "trait_responses": sum(r["kind"].startswith("trait") for r in records),
-            "roles_kept": len(agg.role_vectors),
-            "roles_dropped": agg.dropped_roles,
-            "role_kept_counts": agg.role_counts,
-            "traits_kept": len(agg.trait_vectors),
-            "traits_dropped": sorted(agg.dropped_traits),
-            "trait_pairs_kept": agg.trait_pair_counts,
-            "score_histogram": {
-                str(k): sum(r.get("score") == k for r in records if r["kind"] == "role")
-                for k in (0, 1, 2, 3, None)
-            },
-            "generated_tokens_this_session": new_tokens,
-        },
-        "analysis": analysis,
-        "timings": timings,
+    header = loaded.header
+    summary: AxisSummary = {
+        "config": header["config"],
+        "model_id": header["model_id"],
+        "n_layers": header["n_layers"],
+        "hidden_size": header["hidden_size"],
+        "chat_tuned": header["chat_tuned"],
+        "counts": _counts(records, agg, new_tokens),
+        "analysis": None,
+        "timings": timings.values,
     }
-    t = time.perf_counter()
-    _write_outputs(out, records, agg, layers, lm, summary)
-    timings["write_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    # Steering units and capping thresholds for this axis (redone whenever the axis is).
-    calibration, capping = calibrate_run(lm, out)
-    timings["calibrate_s"] = time.perf_counter() - t
-    summary["calibration"] = {
-        "source": calibration.source,
-        "tokens": calibration.n_tokens,
-        "capping_experiments": capping.ids,
-    }
-    if new_tokens and gen_s:
-        summary["generated_tokens_per_s"] = new_tokens / gen_s
-    timings["total_s"] = time.perf_counter() - started
-    write_json(out / "summary.json", summary)
-    return AxisRun(out, summary, agg)
-
-
-def _write_outputs(
-    out: Path,
-    records: list[dict[str, Any]],
-    agg: Aggregate,
-    layers: list[int],
-    lm: LoadedModel,
-    summary: dict[str, Any],
-) -> None:
-    with atomic_write(out / "responses.jsonl") as handle:
-        for r in records:
-            handle.write(json.dumps(r, ensure_ascii=False) + "\n")
-    with atomic_write(out / "scores.jsonl") as handle:
-        for r in records:
-            row = {
-                "id": r["id"],
-                "score": r.get("score"),
-                "trait_score": r.get("trait_score"),
-                "judge": r["judge"],
-            }
-            handle.write(json.dumps(row) + "\n")
-    meta = {
-        "model_id": lm.model_id,
-        "layers": layers,
-        "hidden_size": lm.adapter.hidden_size,
-        "n_layers": lm.adapter.n_layers,
-        "reduction": "response_mean",
-        "unit": "raw residual stream (post-block)",
-    }
-    save_vectors(
-        out / "vectors" / "roles.safetensors",
-        agg.role_vectors,
-        {**meta, "kind": "role_vectors", "counts": agg.role_counts},
-    )
-    save_vectors(
-        out / "vectors" / "default.safetensors",
-        {"default": agg.default_vector},
-        {**meta, "kind": "default_vector", "count": summary["counts"]["default_responses"]},
-    )
-    if agg.trait_vectors:
-        save_vectors(
-            out / "vectors" / "traits.safetensors",
-            agg.trait_vectors,
-            {**meta, "kind": "trait_vectors", "counts": agg.trait_pair_counts},
-        )
-    save_vectors(
-        out / "axis.safetensors",
-        {"axis": agg.axis},
-        {
-            **meta,
-            "kind": "assistant_axis",
-            "definition": "default vector - mean(role vectors), per layer; not normalised; "
-            "points toward the Assistant",
-            "analysis_layer": summary["analysis"]["analysis_layer"],
-        },
-    )
-    from personaspace.report.html import write_report
-
-    write_report(out / "report.html", summary, agg, layers)
+    verdict = too_few_roles(agg, config)
+    space = None
+    if verdict is None:
+        space = _persona_space(config, loaded, folder, records, agg, summary, timings)
+    else:
+        summary["verdict"] = verdict
+        with timings.stage("write_s"):
+            _write(folder, loaded, records, agg, with_axis=False)
+    generation_s = timings.values["generate_s"]
+    if new_tokens and generation_s:
+        summary["generated_tokens_per_s"] = new_tokens / generation_s
+    timings.values["total_s"] = time.perf_counter() - started
+    folder.write_summary(summary)
+    return AxisRun(folder.path, summary, agg, space)

@@ -6,16 +6,9 @@ import hashlib
 from dataclasses import dataclass
 
 from personaspace.catalogue import Selection
+from personaspace.conversation.prompts import default_system_prompt
 
 Kind = str  # "role" | "default" | "trait_pos" | "trait_neg"
-
-# A base model cannot read "You are an AI assistant." as an instruction to itself; it reads
-# a document. For base models each default prompt is preceded by this opening paragraph,
-# which makes the document a transcript of a helpful AI assistant (see docs/formats.md).
-BASE_DEFAULT_FRAME = (
-    "The following is a transcript of a conversation between a user and a helpful AI "
-    "assistant. The assistant answers the user's questions helpfully, honestly and directly."
-)
 
 
 @dataclass(frozen=True)
@@ -42,30 +35,6 @@ def item_seed(run_seed: int, item_id: str) -> int:
     """
     digest = hashlib.sha256(f"{run_seed}:{item_id}".encode()).digest()
     return int.from_bytes(digest[:7], "big")
-
-
-def default_system_prompt(prompt: str, model_name: str, *, chat_tuned: bool = True) -> str | None:
-    """The system prompt (opening paragraph, for base models) of one default prompt.
-
-    Chat models get the catalogue prompt as it is (an empty prompt means no system
-    message); base models get ``BASE_DEFAULT_FRAME`` first, then the prompt, if any, as a
-    second paragraph.
-
-    Example:
-        >>> default_system_prompt("You are {model_name}.", "Gemma")
-        'You are Gemma.'
-        >>> default_system_prompt("", "Gemma") is None
-        True
-        >>> default_system_prompt("", "Gemma", chat_tuned=False) == BASE_DEFAULT_FRAME
-        True
-        >>> base = default_system_prompt("You are {model_name}.", "Gemma", chat_tuned=False)
-        >>> base.split(chr(10) * 2)[1]
-        'You are Gemma.'
-    """
-    filled = prompt.format(model_name=model_name) if prompt else ""
-    if chat_tuned:
-        return filled or None
-    return BASE_DEFAULT_FRAME + ("\n\n" + filled if filled else "")
 
 
 def build_work(
