@@ -1,7 +1,10 @@
-"""Experiments on the Assistant Axis: conversational drift and the cost/benefit of capping.
+"""Experiments on the Assistant Axis: conversational drift, the cost/benefit of capping, and
+steering a base model.
 
 ``drift`` plays scripted multi-turn scenarios and projects every reply on the axis;
-``cap_eval`` measures persona adoption and capability under capping and steering.
+``cap_eval`` measures persona adoption and capability under capping and steering;
+``base_steering`` steers a pre-trained model along an axis and asks which roles its
+completions resemble.
 """
 
 from personaspace.experiments.cap_eval import (

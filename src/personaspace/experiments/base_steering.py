@@ -20,9 +20,8 @@ Reading the steered activations directly would be circular (they contain the add
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +30,14 @@ import torch
 from personaspace.capture import SamplingConfig, capture_conversations, generate, with_reply
 from personaspace.conversation.format import FormattedConversation
 from personaspace.errors import PersonaspaceError
-from personaspace.interventions import (
-    NORM_UNIT,
-    calibrate,
-    intervene,
-    load_calibration,
-    run_calibration_set,
-    steer,
-)
+from personaspace.interventions import calibrate, intervene
 from personaspace.models.loading import LoadedModel
-from personaspace.monitor.axis import CALIBRATION_FILE, Axis
+from personaspace.pipeline.calibrate import run_calibration_set
+from personaspace.runfolder import RunFolder
+from personaspace.vectors.axis import Axis
+from personaspace.vectors.calibration import NORM_UNIT
+from personaspace.vectors.intervention import steer
+from personaspace.vectors.shape import unit as _unit
 
 OPEN_PROMPTS: tuple[str, ...] = (
     "Let me introduce myself. I am",
@@ -54,9 +51,13 @@ DEFAULT_COEFS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.8)
 HELPFUL_CATEGORY = "helpful_professional"
 
 
+STEERING_SAMPLING = SamplingConfig(max_new_tokens=40, temperature=0.7, top_p=0.9, seed=0)
+
+
 @dataclass(frozen=True)
 class SteeringSettings:
-    """What to generate: prompts x samples per prompt, at each coefficient.
+    """What to generate: prompts x samples per prompt, at each coefficient, decoded by
+    ``sampling`` (each completion with its own seed, the same at every coefficient).
 
     Example:
         >>> SteeringSettings().coefs
@@ -66,26 +67,34 @@ class SteeringSettings:
     coefs: tuple[float, ...] = DEFAULT_COEFS
     prompts: tuple[str, ...] = OPEN_PROMPTS
     samples_per_prompt: int = 2
-    max_new_tokens: int = 40
-    temperature: float = 0.7
-    top_p: float = 0.9
-    seed: int = 0
+    sampling: SamplingConfig = STEERING_SAMPLING
     nearest: int = 5
 
     def __post_init__(self) -> None:
         if not self.coefs or not self.prompts:
             raise PersonaspaceError(
-                "steering needs coefficients and prompts", fix="e.g. --coefs 0,0.2,0.4"
+                "steering needs coefficients and prompts", fix="e.g. coefficients 0, 0.2, 0.4"
             )
         if self.samples_per_prompt < 1:
             raise PersonaspaceError(
-                f"--samples is {self.samples_per_prompt}",
-                fix="ask for at least one completion per prompt, e.g. --samples 2",
+                f"samples_per_prompt is {self.samples_per_prompt}",
+                fix="ask for at least one completion per prompt, e.g. 2",
+                param="samples_per_prompt",
             )
-        if self.max_new_tokens < 1:
-            raise PersonaspaceError(
-                f"--steer-tokens is {self.max_new_tokens}", fix="ask for at least 1 token"
-            )
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings as ``steer_base.json`` records them."""
+        s = self.sampling
+        return {
+            "coefs": list(self.coefs),
+            "prompts": list(self.prompts),
+            "samples_per_prompt": self.samples_per_prompt,
+            "max_new_tokens": s.max_new_tokens,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "seed": s.seed,
+            "nearest": self.nearest,
+        }
 
 
 @dataclass(frozen=True)
@@ -103,22 +112,20 @@ def residual_norm(
 ) -> float:
     """The mean residual norm at ``layer`` (the steering unit): from the run's calibration
     file when it has one, else measured over ``limit`` of the run's replies."""
-    folder = Path(run)
-    if (folder / CALIBRATION_FILE).is_file():
-        calibration = load_calibration(folder)
-        if layer in calibration.layers and calibration.model_id == lm.model_id:
-            return calibration.norm(layer)
-    conversations = run_calibration_set(lm, folder, limit=limit)
-    return calibrate(lm, axis, conversations, source=str(folder)).norm(layer)
+    calibration = RunFolder(run).calibration_if_any()
+    if (
+        calibration is not None
+        and layer in calibration.layers
+        and calibration.model_id == lm.model_id
+    ):
+        return calibration.norm(layer)
+    conversations = run_calibration_set(lm, run, limit=limit)
+    return calibrate(lm, axis, conversations, source=str(run)).norm(layer)
 
 
 def _prompt_ids(lm: LoadedModel, text: str) -> list[int]:
     bos = lm.tokenizer.bos_token or ""
     return list(lm.tokenizer(bos + text, add_special_tokens=False)["input_ids"])
-
-
-def _unit(v: torch.Tensor) -> torch.Tensor:
-    return v / v.norm().clamp(min=1e-30)
 
 
 def _ranked(scores: dict[str, float]) -> list[str]:
@@ -137,6 +144,130 @@ def _share(ranked: list[str], categories: dict[str, str], k: int) -> float | Non
     if not categories:
         return None
     return round(sum(categories.get(n) == HELPFUL_CATEGORY for n in ranked[:k]) / k, 4)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One steered completion: its coefficient, prompt, sample index and tokens."""
+
+    coef_frac: float
+    prompt: str
+    sample: int
+    text: str
+    token_ids: list[int]
+    prompt_ids: list[int]
+
+
+def _complete(
+    lm: LoadedModel, unit: torch.Tensor, layer: int, norm: float, settings: SteeringSettings
+) -> list[Completion]:
+    """Every prompt x sample completed under each coefficient (seeds shared across them)."""
+    prompts = [(p, s) for p in settings.prompts for s in range(settings.samples_per_prompt)]
+    ids = [_prompt_ids(lm, p) for p, _ in prompts]
+    seeds = [settings.sampling.seed + i for i in range(len(prompts))]
+    rows: list[Completion] = []
+    for coef in settings.coefs:
+        interventions = [] if coef == 0 else [steer(layer, unit, coef, norm)]
+        with intervene(lm, interventions):
+            gens = generate(
+                lm, ids, settings.sampling, reductions=(), batch_size=len(ids), seeds=seeds
+            )
+        rows += [
+            Completion(coef, prompt, sample, g.text, g.token_ids, prompt_ids)
+            for (prompt, sample), prompt_ids, g in zip(prompts, ids, gens)
+        ]
+    return rows
+
+
+def _reread(lm: LoadedModel, kept: list[Completion], layer: int) -> torch.Tensor:
+    """Each completion's mean residual stream at ``layer``, re-read by the unsteered model."""
+    conversations = [
+        with_reply(
+            FormattedConversation("", c.prompt_ids, [], "plain", len(c.prompt_ids)), c.token_ids
+        )
+        for c in kept
+    ]
+    captures = capture_conversations(lm, conversations, layers=[layer])
+    return torch.stack([c.turn_means[0, 0].float() for c in captures])
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    """What the completions are judged by: their unsteered re-read at the layer, the roles'
+    centred vectors, and (optionally) the judge's embedding similarity to each role."""
+
+    kept: list[Completion]
+    reread: torch.Tensor  # [n, hidden]
+    unit: torch.Tensor  # the unit axis at the layer
+    names: list[str]
+    roles: RoleReference
+    similarity: torch.Tensor | None  # [n, roles]
+
+    @property
+    def centred(self) -> torch.Tensor:
+        return self.reread - self.reread.mean(0)
+
+    @property
+    def role_centred(self) -> torch.Tensor:
+        stack = torch.stack([self.roles.vectors[n].float() for n in self.names])
+        return stack - stack.mean(0)
+
+    def coefficient(self, coef: float, pick: list[int], nearest: int) -> dict[str, Any]:
+        """Where one coefficient's completions sit and which roles they resemble."""
+        on_axis = self.reread[pick] @ self.unit
+        mean_vec, role_centred = self.centred[pick].mean(0), self.role_centred
+        act = {n: float(_unit(mean_vec) @ _unit(role_centred[j])) for j, n in enumerate(self.names)}
+        categories = self.roles.categories
+        entry: dict[str, Any] = {
+            "coef_frac": coef,
+            "n": len(pick),
+            "mean_tokens": round(sum(len(self.kept[i].token_ids) for i in pick) / len(pick), 2),
+            "reread_on_axis_mean": round(float(on_axis.mean()), 5),
+            "reread_on_axis_sd": round(float(on_axis.std()), 5) if len(pick) > 1 else 0.0,
+            "nearest_by_activation": _ranked(act)[:nearest],
+            "activation_cos": {n: round(act[n], 4) for n in _ranked(act)[:nearest]},
+            "helpful_share_activation": _share(_ranked(act), categories, nearest),
+            "helpful_minus_other_activation": _helpful_gap(act, categories),
+        }
+        if self.similarity is None:
+            entry["nearest_by_judge"] = []
+            return entry
+        judge = {n: float(self.similarity[pick, j].mean()) for j, n in enumerate(self.names)}
+        entry["nearest_by_judge"] = _ranked(judge)[:nearest]
+        entry["judge_similarity"] = {n: round(judge[n], 4) for n in _ranked(judge)[:nearest]}
+        entry["helpful_share_judge"] = _share(_ranked(judge), categories, nearest)
+        entry["helpful_minus_other_judge"] = _helpful_gap(judge, categories)
+        return entry
+
+    def completions(self) -> list[dict[str, Any]]:
+        """Each completion with its re-read projection and nearest role."""
+        centred, role_centred = self.centred, self.role_centred
+        rows = []
+        for i, c in enumerate(self.kept):
+            item: dict[str, Any] = {
+                "coef_frac": c.coef_frac,
+                "prompt": c.prompt,
+                "sample": c.sample,
+                "completion": c.text,
+                "n_tokens": len(c.token_ids),
+                "reread_on_axis": round(float(self.reread[i] @ self.unit), 5),
+                "nearest_by_activation": self.names[
+                    int((role_centred @ _unit(centred[i])).argmax())
+                ],
+            }
+            if self.similarity is not None:
+                item["nearest_by_judge"] = self.names[int(self.similarity[i].argmax())]
+            rows.append(item)
+        return rows
+
+
+def _judge_similarity(
+    kept: list[Completion], names: list[str], roles: RoleReference
+) -> torch.Tensor:
+    from personaspace.judge.embeddings import embed
+
+    texts = [roles.texts.get(n, n.replace("_", " ")) for n in names]
+    return embed([c.text for c in kept]) @ embed(texts).T
 
 
 def steer_base_model(
@@ -166,92 +297,16 @@ def steer_base_model(
             fix="pass a finished axis run of the base model",
         )
     unit = axis.unit(layer).float()
-    prompts = [(p, s) for p in settings.prompts for s in range(settings.samples_per_prompt)]
-    ids = [_prompt_ids(lm, p) for p, _ in prompts]
-    seeds = [settings.seed + i for i in range(len(prompts))]  # the same at every coefficient
-    sampling = SamplingConfig(
-        max_new_tokens=settings.max_new_tokens,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        seed=settings.seed,
-    )
-    rows: list[dict[str, Any]] = []
-    for coef in settings.coefs:
-        interventions = [] if coef == 0 else [steer(layer, unit, coef, norm)]
-        with intervene(lm, interventions):
-            gens = generate(lm, ids, sampling, reductions=(), batch_size=len(ids), seeds=seeds)
-        for (prompt, sample), prompt_ids, g in zip(prompts, ids, gens):
-            rows.append(
-                {
-                    "coef_frac": coef,
-                    "prompt": prompt,
-                    "sample": sample,
-                    "completion": g.text,
-                    "token_ids": g.token_ids,
-                    "prompt_ids": prompt_ids,
-                }
-            )
-    kept = [r for r in rows if r["token_ids"]]
-    conversations = [
-        with_reply(
-            FormattedConversation("", r["prompt_ids"], [], "plain", len(r["prompt_ids"])),
-            r["token_ids"],
-        )
-        for r in kept
-    ]
-    captures = capture_conversations(lm, conversations, layers=[layer])  # unsteered re-read
-    reread = torch.stack([c.turn_means[0, 0].float() for c in captures])
+    rows = _complete(lm, unit, layer, norm, settings)
+    kept = [c for c in rows if c.token_ids]
     names = sorted(roles.vectors)
-    role_stack = torch.stack([roles.vectors[n].float() for n in names])
-    role_centred = role_stack - role_stack.mean(0)
-    centred = reread - reread.mean(0)
-    similarity = None
-    if judge_evidence and roles.texts:
-        from personaspace.judge.embeddings import embed
-
-        texts = [roles.texts.get(n, n.replace("_", " ")) for n in names]
-        similarity = embed([r["completion"] for r in kept]) @ embed(texts).T  # [n, roles]
+    similarity = _judge_similarity(kept, names, roles) if judge_evidence and roles.texts else None
+    evidence = _Evidence(kept, _reread(lm, kept, layer), unit, names, roles, similarity)
     by_coefficient = []
     for coef in settings.coefs:
-        pick = [i for i, r in enumerate(kept) if r["coef_frac"] == coef]
-        if not pick:
-            continue
-        on_axis = reread[pick] @ unit
-        mean_vec = centred[pick].mean(0)
-        act = {n: float(_unit(mean_vec) @ _unit(role_centred[j])) for j, n in enumerate(names)}
-        entry: dict[str, Any] = {
-            "coef_frac": coef,
-            "n": len(pick),
-            "mean_tokens": round(sum(len(kept[i]["token_ids"]) for i in pick) / len(pick), 2),
-            "reread_on_axis_mean": round(float(on_axis.mean()), 5),
-            "reread_on_axis_sd": round(float(on_axis.std()), 5) if len(pick) > 1 else 0.0,
-            "nearest_by_activation": _ranked(act)[: settings.nearest],
-            "activation_cos": {n: round(act[n], 4) for n in _ranked(act)[: settings.nearest]},
-            "helpful_share_activation": _share(_ranked(act), roles.categories, settings.nearest),
-            "helpful_minus_other_activation": _helpful_gap(act, roles.categories),
-        }
-        if similarity is not None:
-            judge = {n: float(similarity[pick, j].mean()) for j, n in enumerate(names)}
-            entry["nearest_by_judge"] = _ranked(judge)[: settings.nearest]
-            entry["judge_similarity"] = {
-                n: round(judge[n], 4) for n in _ranked(judge)[: settings.nearest]
-            }
-            entry["helpful_share_judge"] = _share(
-                _ranked(judge), roles.categories, settings.nearest
-            )
-            entry["helpful_minus_other_judge"] = _helpful_gap(judge, roles.categories)
-        else:
-            entry["nearest_by_judge"] = []
-        by_coefficient.append(entry)
-    completions = []
-    for i, r in enumerate(kept):
-        item = {k: r[k] for k in ("coef_frac", "prompt", "sample", "completion")}
-        item["n_tokens"] = len(r["token_ids"])
-        item["reread_on_axis"] = round(float(reread[i] @ unit), 5)
-        item["nearest_by_activation"] = names[int((role_centred @ _unit(centred[i])).argmax())]
-        if similarity is not None:
-            item["nearest_by_judge"] = names[int(similarity[i].argmax())]
-        completions.append(item)
+        pick = [i for i, c in enumerate(kept) if c.coef_frac == coef]
+        if pick:
+            by_coefficient.append(evidence.coefficient(coef, pick, settings.nearest))
     return {
         "model_id": lm.model_id,
         "axis_model_id": axis.model_id,
@@ -259,7 +314,7 @@ def steer_base_model(
         "layer": layer,
         "norm": round(norm, 5),
         "norm_unit": NORM_UNIT,
-        "settings": asdict(settings),
+        "settings": settings.to_json(),
         "roles_compared": len(names),
         "empty_completions": len(rows) - len(kept),
         "judge_evidence": "local judge embedding similarity (all-MiniLM-L6-v2) to each role's "
@@ -267,28 +322,8 @@ def steer_base_model(
         if similarity is not None
         else "not computed",
         "by_coefficient": by_coefficient,
-        "completions": completions,
+        "completions": evidence.completions(),
     }
-
-
-def parse_coefs(text: str) -> tuple[float, ...]:
-    """``"0,0.1,0.2"`` -> ``(0.0, 0.1, 0.2)``, with a one-line error on bad input.
-
-    Example:
-        >>> parse_coefs("0, 0.2,-0.4")
-        (0.0, 0.2, -0.4)
-    """
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError as err:
-        raise PersonaspaceError(
-            f"--coefs {text!r} is not a comma-separated list of numbers", fix="e.g. 0,0.2,0.4"
-        ) from err
-    if not values:
-        raise PersonaspaceError("--coefs is empty", fix="e.g. 0,0.2,0.4")
-    if not all(math.isfinite(v) for v in values):
-        raise PersonaspaceError(f"--coefs {text!r} holds a non-finite value", fix="e.g. 0,0.2,0.4")
-    return values
 
 
 def role_reference(

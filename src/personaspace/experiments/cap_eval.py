@@ -31,22 +31,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import binomtest
 
 from personaspace.capture import SamplingConfig, generate
 from personaspace.catalogue import CapabilityItem, ModulationPrompt, Role
-from personaspace.conversation import PLAIN_STOP_STRINGS, format_conversation
 from personaspace.conversation.format import FormattedConversation
+from personaspace.conversation.prompts import default_system, format_prompt
 from personaspace.errors import PersonaspaceError
 from personaspace.experiments.conditions import BASELINE, Condition, check_file_stems, file_stem
-from personaspace.experiments.drift import system_prompt
 from personaspace.experiments.scoring import capability_prompt, is_correct
-from personaspace.experiments.stats import sign_test
 from personaspace.fileformat import read_json, write_json
 from personaspace.interventions import intervene
 from personaspace.judge.base import Judge, RoleItem
 from personaspace.judge.local import AI_MARKERS, REFUSAL_MARKERS
 from personaspace.models.loading import LoadedModel
-from personaspace.monitor import Axis
+from personaspace.vectors.axis import Axis
 
 IN_PERSONA_SCORE = 2
 DEFAULT_TOLERANCE = 0.02
@@ -59,20 +58,33 @@ BEST_RULE = (
 
 @dataclass(frozen=True)
 class CapEvalSettings:
-    """Decoding of both item sets (greedy) and the batch size."""
+    """Decoding of both item sets (greedy, at most this many new tokens per reply) and the
+    batch size.
+
+    Example:
+        >>> CapEvalSettings().capability_sampling.max_new_tokens
+        12
+    """
 
     persona_max_new_tokens: int = 48
     capability_max_new_tokens: int = 12
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        for option, value in (
-            ("--persona-max-new-tokens", self.persona_max_new_tokens),
-            ("--capability-max-new-tokens", self.capability_max_new_tokens),
-            ("--batch-size", self.batch_size),
-        ):
+        for name in ("persona_max_new_tokens", "capability_max_new_tokens", "batch_size"):
+            value = getattr(self, name)
             if value < 1:
-                raise PersonaspaceError(f"{option} is {value}", fix="give a positive number")
+                raise PersonaspaceError(
+                    f"{name} is {value}", fix="give a positive number", param=name
+                )
+
+    @property
+    def persona_sampling(self) -> SamplingConfig:
+        return SamplingConfig(max_new_tokens=self.persona_max_new_tokens)
+
+    @property
+    def capability_sampling(self) -> SamplingConfig:
+        return SamplingConfig(max_new_tokens=self.capability_max_new_tokens)
 
 
 def modulation_role(prompt: ModulationPrompt) -> Role:
@@ -107,17 +119,8 @@ def has_ai_marker(reply: str) -> bool:
 
 
 def _prompts(lm: LoadedModel, texts: Sequence[str]) -> list[FormattedConversation]:
-    system = system_prompt(lm)
-    head = [{"role": "system", "content": system}] if system else []
-    return [
-        format_conversation(
-            lm.tokenizer,
-            [*head, {"role": "user", "content": text}],
-            add_generation_prompt=True,
-            use_chat_template=lm.chat_tuned,
-        )
-        for text in texts
-    ]
+    system = default_system(lm.chat_tuned)
+    return [format_prompt(lm, text, system) for text in texts]
 
 
 def _rate(flags: Sequence[bool]) -> float | None:
@@ -160,8 +163,13 @@ def persona_flags(record: dict[str, Any]) -> dict[str, bool]:
 
 
 def _mcnemar(b: int, c: int) -> float:
-    """Exact two-sided McNemar p-value from the two discordant counts (1 with none)."""
-    return sign_test([1.0] * b + [-1.0] * c).p_value if b + c else 1.0
+    """Exact two-sided McNemar p-value from the two discordant counts (1 with none).
+
+    Example:
+        >>> _mcnemar(6, 0), _mcnemar(0, 0)
+        (0.03125, 1.0)
+    """
+    return float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0
 
 
 def paired_versus_baseline(base: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
@@ -369,22 +377,21 @@ def run_setting(
         raise PersonaspaceError(
             f"{path} was made with other settings (model, axis, items, decoding, judge, layer "
             "or condition)",
-            fix="rerun with --force to start over, or choose another --out",
+            fix="start over (discarding the settings' records), or choose another output folder",
         )
-    stops = () if lm.chat_tuned else PLAIN_STOP_STRINGS
     unit = axis.unit(layer)
     with intervene(lm, condition.interventions):
         persona = generate(
             lm,
             _prompts(lm, [m.text for m in modulation]),
-            SamplingConfig(max_new_tokens=settings.persona_max_new_tokens, stop_strings=stops),
+            settings.persona_sampling.for_model(lm.chat_tuned),
             layers=[layer],
             batch_size=settings.batch_size,
         )
         answers = generate(
             lm,
             _prompts(lm, [capability_prompt(c) for c in capability]),
-            SamplingConfig(max_new_tokens=settings.capability_max_new_tokens, stop_strings=stops),
+            settings.capability_sampling.for_model(lm.chat_tuned),
             reductions=(),
             batch_size=settings.batch_size,
         )
@@ -437,7 +444,7 @@ def run_cap_eval(
     *,
     tolerance: float = DEFAULT_TOLERANCE,
     force: bool = False,
-    on_setting: Callable[[str], None] | None = None,
+    on_setting: Callable[[str], object] | None = None,
 ) -> dict[str, Any]:
     """Every setting; returns (and the CLI writes) the table, the best setting and the rule.
 
@@ -453,7 +460,7 @@ def run_cap_eval(
     if not modulation or not capability:
         raise PersonaspaceError(
             "cap-eval needs persona-modulation prompts and capability items",
-            fix="check the catalogue (modulation.json, capability.json) and --limit",
+            fix="check the catalogue (modulation.json, capability.json) and the item limit",
         )
     names = [c.name for c in conditions]
     if BASELINE not in names:
@@ -512,7 +519,7 @@ def evenly_spaced(items: Sequence[Any], limit: int | None) -> list[Any]:
         [0, 3, 6]
     """
     if limit is not None and limit < 1:
-        raise PersonaspaceError(f"--limit is {limit}", fix="give a positive number")
+        raise PersonaspaceError(f"limit is {limit}", fix="give a positive number", param="limit")
     if limit is None or len(items) <= limit:
         return list(items)
     step = len(items) / limit

@@ -14,18 +14,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from personaspace.errors import PersonaspaceError
-from personaspace.interventions import (
-    CAPPING_FILE,
-    NORM_UNIT,
-    Calibration,
-    CappingConfig,
-    Intervention,
-    load_calibration,
-    load_capping_config,
-    steer,
-)
-from personaspace.interventions.operations import Scope
-from personaspace.monitor import Axis
+from personaspace.runfolder import run_folder_for
+from personaspace.vectors.axis import Axis
+from personaspace.vectors.calibration import NORM_UNIT, Calibration
+from personaspace.vectors.capping import CappingConfig
+from personaspace.vectors.intervention import Intervention, Scope, steer_along_axis
 
 BASELINE = "none"
 _UNSAFE_IN_FILE_NAMES = re.compile(r"[^A-Za-z0-9._+\-@,=]")
@@ -94,30 +87,12 @@ def check_file_stems(names: Sequence[str], what: str) -> None:
         seen[stem] = name
 
 
-def _require_run_folder(run: str | Path, need: str) -> Path:
-    path = Path(run)
-    if path.is_file():
-        raise PersonaspaceError(
-            f"--axis {path} is an axis file, but {need} needs a calibrated axis run folder",
-            fix="pass the folder `personaspace axis` wrote, calibrated by "
-            "`personaspace calibrate RUN`",
-        )
-    return path
-
-
 def load_run_capping(run: str | Path) -> CappingConfig:
     """The capping config of an axis run folder (``RUN/capping.safetensors``).
 
     A lone axis file is refused: capping needs the run's calibrated thresholds.
     """
-    path = _require_run_folder(run, "capping")
-    file = path / CAPPING_FILE
-    if not file.is_file():
-        raise PersonaspaceError(
-            f"{path} has no {CAPPING_FILE}",
-            fix=f"calibrate the run first (`personaspace calibrate {path}`)",
-        )
-    return load_capping_config(file)
+    return run_folder_for(run, "capping").capping()
 
 
 def load_run_calibration(run: str | Path) -> Calibration:
@@ -125,7 +100,7 @@ def load_run_calibration(run: str | Path) -> Calibration:
 
     A lone axis file is refused: the steering unit is the run's calibrated residual norm.
     """
-    return load_calibration(_require_run_folder(run, "steering"))
+    return run_folder_for(run, "steering").calibration()
 
 
 def cap_condition(config: CappingConfig, experiment_id: str, scope: Scope = "all") -> Condition:
@@ -133,7 +108,7 @@ def cap_condition(config: CappingConfig, experiment_id: str, scope: Scope = "all
 
     Example:
         >>> import torch
-        >>> from personaspace.interventions import CapExperiment, CapStep
+        >>> from personaspace.vectors import CapExperiment, CapStep
         >>> cfg = CappingConfig({"a": torch.tensor([1.0, 0.0])},
         ...                     (CapExperiment("layers_3:4-p25", (CapStep("a", 3, 0.5),)),))
         >>> c = cap_condition(cfg, "layers_3:4-p25")
@@ -178,11 +153,10 @@ def steer_condition(
         ('steer+0.25@1', 2.0, [2.0])
     """
     if not layers:
-        raise PersonaspaceError("steering needs at least one layer", fix="pass --steer-layers")
-    items = tuple(
-        steer(layer, axis.unit(layer), coef_frac, calibration.norm(layer), scope)
-        for layer in layers
-    )
+        raise PersonaspaceError(
+            "steering needs at least one layer", fix="name the layers to steer", param="layers"
+        )
+    items = tuple(steer_along_axis(axis, calibration, coef_frac, layers, scope))
     where = ",".join(str(layer) for layer in layers)
     return Condition(
         f"steer{coef_frac:+g}@{where}",
@@ -198,37 +172,3 @@ def steer_condition(
             "scope": scope,
         },
     )
-
-
-def parse_numbers(text: str, what: str) -> list[float]:
-    """``"0.1, 0.25"`` -> ``[0.1, 0.25]``, with a one-line error for anything else.
-
-    Example:
-        >>> parse_numbers("0.1,-0.25", "--steer")
-        [0.1, -0.25]
-    """
-    values = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            value = float(part)
-        except ValueError as err:
-            raise PersonaspaceError(
-                f"{what}: '{part}' is not a number",
-                fix="give comma-separated numbers, e.g. 0.1,0.2",
-            ) from err
-        if value != value or value in (float("inf"), float("-inf")):
-            raise PersonaspaceError(f"{what}: '{part}' is not finite", fix="give finite numbers")
-        values.append(value)
-    return values
-
-
-def parse_names(text: str | None) -> list[str]:
-    """Comma-separated names, blanks dropped.
-
-    Example:
-        >>> parse_names(" a, b,,c ")
-        ['a', 'b', 'c']
-    """
-    return [n.strip() for n in (text or "").split(",") if n.strip()]

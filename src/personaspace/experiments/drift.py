@@ -16,22 +16,20 @@ import hashlib
 import json
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from personaspace.capture import SamplingConfig, generate
 from personaspace.catalogue import Scenario
-from personaspace.conversation import PLAIN_STOP_STRINGS, format_conversation
+from personaspace.conversation.prompts import default_system, format_prompt
 from personaspace.errors import PersonaspaceError
 from personaspace.experiments.conditions import Condition, check_file_stems, file_stem
 from personaspace.fileformat import read_json, write_json
 from personaspace.interventions import intervene
 from personaspace.models.loading import LoadedModel
-from personaspace.monitor import Axis
-from personaspace.pipeline.work import BASE_DEFAULT_FRAME, item_seed
+from personaspace.pipeline.work import item_seed
+from personaspace.vectors.axis import Axis
 
 PROJECTION_UNIT = (
     "h . u with u the unit Assistant Axis, h the mean residual stream over the reply's "
@@ -39,37 +37,37 @@ PROJECTION_UNIT = (
 )
 
 
+DRIFT_SAMPLING = SamplingConfig(max_new_tokens=48, temperature=0.7, top_p=0.9, seed=0)
+
+
 @dataclass(frozen=True)
 class DriftSettings:
-    """Decoding settings of a drift run (recorded in every transcript)."""
+    """Decoding settings of a drift run (recorded in every transcript) and the batch size.
 
-    max_new_tokens: int = 48
-    temperature: float = 0.7
-    top_p: float = 0.9
-    seed: int = 0
+    Example:
+        >>> DriftSettings().to_json()
+        {'max_new_tokens': 48, 'temperature': 0.7, 'top_p': 0.9, 'seed': 0, 'batch_size': 32}
+    """
+
+    sampling: SamplingConfig = DRIFT_SAMPLING
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        self.sampling()  # refuses a bad --max-new-tokens, --temperature or --top-p
         if self.batch_size < 1:
             raise PersonaspaceError(
-                f"--batch-size is {self.batch_size}", fix="give a positive size"
+                f"batch_size is {self.batch_size}", fix="give a positive size", param="batch_size"
             )
 
-    def sampling(self, stop_strings: Sequence[str] = ()) -> SamplingConfig:
-        """The decoding of every reply (each reply gets its own seed on top).
-
-        Example:
-            >>> DriftSettings(temperature=0).sampling().greedy
-            True
-        """
-        return SamplingConfig(
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            seed=self.seed,
-            stop_strings=tuple(stop_strings),
-        )
+    def to_json(self) -> dict[str, Any]:
+        """The settings as transcripts record them (and compare, to resume)."""
+        s = self.sampling
+        return {
+            "max_new_tokens": s.max_new_tokens,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "seed": s.seed,
+            "batch_size": self.batch_size,
+        }
 
 
 def turns_fingerprint(turns: Sequence[str]) -> str:
@@ -85,15 +83,6 @@ def turns_fingerprint(turns: Sequence[str]) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def system_prompt(lm: LoadedModel) -> str | None:
-    """None for chat models (their default persona); base models get the transcript frame.
-
-    The frame is the opening paragraph the axis pipeline gives base models for the default
-    persona, so the conversation reads as a transcript of a helpful AI assistant.
-    """
-    return None if lm.chat_tuned else BASE_DEFAULT_FRAME
-
-
 def new_transcript(
     lm: LoadedModel,
     scenario: Scenario,
@@ -103,7 +92,7 @@ def new_transcript(
     settings: DriftSettings,
 ) -> dict[str, Any]:
     """An empty transcript (our format, with the reference release's fields) for a scenario."""
-    system = system_prompt(lm)
+    system = default_system(lm.chat_tuned)
     record: dict[str, Any] = {
         "messages": [{"role": "system", "content": system}] if system else [],
         "model": lm.model_id,
@@ -121,7 +110,7 @@ def new_transcript(
             "per_turn": [],
         },
         "finish_reasons": [],
-        "settings": asdict(settings),
+        "settings": settings.to_json(),
         "complete": False,
     }
     if condition.steering_config:
@@ -145,7 +134,7 @@ def _load_or_new(path: Path, fresh: dict[str, Any]) -> dict[str, Any]:
         raise PersonaspaceError(
             f"{path} was made with other settings (model, axis, layers, decoding, condition "
             "or the scenario's user turns)",
-            fix="rerun with --force to start over, or choose another --out",
+            fix="start over (discarding the transcripts), or choose another output folder",
         )
     return record
 
@@ -164,7 +153,7 @@ def run_condition(
     settings: DriftSettings,
     folder: Path,
     *,
-    on_replies: Callable[[int], None] | None = None,
+    on_replies: Callable[[int], object] | None = None,
 ) -> list[dict[str, Any]]:
     """Play ``scenarios`` to their last user turn under ``condition``; one file per scenario.
 
@@ -178,7 +167,6 @@ def run_condition(
         [[4.21], [3.87]]
     """
     chosen = list(layers)
-    units = torch.stack([axis.unit(layer) for layer in chosen])  # [L, H]
     check_file_stems([s.id for s in scenarios], "scenarios")
     records = [
         _load_or_new(
@@ -187,7 +175,7 @@ def run_condition(
         )
         for s in scenarios
     ]
-    config = settings.sampling(() if lm.chat_tuned else PLAIN_STOP_STRINGS)
+    config = settings.sampling.for_model(lm.chat_tuned)
     while True:
         active = [
             (record, scenario, turn)
@@ -197,16 +185,10 @@ def run_condition(
         if not active:
             break
         prompts = [
-            format_conversation(
-                lm.tokenizer,
-                [*record["messages"], {"role": "user", "content": turn}],
-                add_generation_prompt=True,
-                use_chat_template=lm.chat_tuned,
-            )
-            for record, _, turn in active
+            format_prompt(lm, turn, history=record["messages"]) for record, _, turn in active
         ]
         seeds = [
-            item_seed(settings.seed, f"drift/{scenario.id}/{record['turns']}")
+            item_seed(settings.sampling.seed, f"drift/{scenario.id}/{record['turns']}")
             for record, scenario, _ in active
         ]
         with intervene(lm, condition.interventions):
@@ -221,7 +203,7 @@ def run_condition(
             )
         for (record, scenario, turn), reply in zip(active, replies):
             assert reply.response_mean is not None
-            values = (reply.response_mean * units).sum(-1).tolist() if reply.token_ids else None
+            values = axis.project(reply.response_mean, chosen).tolist() if reply.token_ids else None
             record["messages"] += [
                 {"role": "user", "content": turn},
                 {"role": "assistant", "content": reply.text},
@@ -246,7 +228,7 @@ def run_drift(
     out: str | Path,
     *,
     force: bool = False,
-    on_replies: Callable[[int], None] | None = None,
+    on_replies: Callable[[int], object] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Every scenario under every condition; transcripts in ``out/transcripts/<condition>/``
     (the condition's ``file_stem``: ``layers_11:19-p25`` plays into ``layers_11-19-p25/``).
@@ -260,7 +242,7 @@ def run_drift(
         ['none']
     """
     if not scenarios:
-        raise PersonaspaceError("no scenarios to play", fix="check --domains and --scenarios")
+        raise PersonaspaceError("no scenarios to play", fix="choose domains that have scenarios")
     names = [c.name for c in conditions]
     if len(set(names)) != len(names):
         raise PersonaspaceError(f"conditions repeat: {names}", fix="name each condition once")
@@ -307,7 +289,9 @@ def pick_scenarios(
     """
     if per_domain is not None and per_domain < 1:
         raise PersonaspaceError(
-            f"--scenarios is {per_domain}", fix="ask for at least one scenario per domain"
+            f"per_domain is {per_domain}",
+            fix="ask for at least one scenario per domain",
+            param="per_domain",
         )
     known = sorted({s.domain for s in scenarios.values()})
     chosen = []

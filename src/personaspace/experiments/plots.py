@@ -1,18 +1,15 @@
-"""PNG figures of the experiments, written atomically (Agg backend: no display needed)."""
+"""PNG figures of the experiments (drift per turn, the capping trade-off), written atomically."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from personaspace.fileformat import atomic_path
-from personaspace.report.plots import render_png
+from personaspace.report.plots import save_png
 
 DOMAIN_COLOURS = {
     "coding": "#2b6cb0",
@@ -25,17 +22,7 @@ CONDITION_COLOURS = ("#1a202c", "#2b6cb0", "#dd6b20", "#38a169", "#805ad5", "#b7
 SETTING_STYLES = {"none": ("*", "black"), "cap": ("o", "#2b6cb0"), "steer": ("s", "#dd6b20")}
 
 
-def save_figure(
-    path: str | Path, draw: Callable[[Figure], None], size: tuple[float, float]
-) -> Path:
-    """Draw on a fresh figure and write it as a PNG, atomically."""
-    png = render_png(draw, size, dpi=100)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(png)
-    return Path(path)
-
-
-def _band(ax: Any, rows: Sequence[dict[str, Any]], style: str, colour: str, label: str) -> None:
+def _band(ax: Axes, rows: Sequence[dict[str, Any]], style: str, colour: str, label: str) -> None:
     turns = [r["turn"] for r in rows]
     means = [r["mean"] for r in rows]
     spread = [r["std"] or 0.0 for r in rows]
@@ -93,7 +80,7 @@ def plot_drift(
         axes[-1].legend(fontsize=7, loc="best")
         fig.suptitle(title, fontsize=10)
 
-    return save_figure(path, draw, (3.0 * (len(domains) + 1) + 0.8, 3.4))
+    return save_png(path, draw, (3.0 * (len(domains) + 1) + 0.8, 3.4))
 
 
 def plot_tradeoff(
@@ -164,4 +151,4 @@ def plot_tradeoff(
             transform=key.transAxes,
         )
 
-    return save_figure(path, draw, (10.0, 5.2))
+    return save_png(path, draw, (10.0, 5.2))

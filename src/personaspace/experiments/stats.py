@@ -1,31 +1,37 @@
 """Small-sample tests for drift: per-scenario changes, sign-flip and permutation tests.
 
-Pure numpy, no distribution tables: every p-value is a count over the null distribution,
-enumerated exactly when it is small enough (``2**n`` sign patterns up to ``EXACT_LIMIT``,
-or every split of two groups) and otherwise drawn at random with a fixed seed. All tests
-are two-sided and count the observed arrangement itself, so ``p > 0`` always.
+The null distributions come from ``scipy.stats.permutation_test``: enumerated exactly when
+they are small enough (``2**n`` sign patterns, or every split of two groups, up to
+``EXACT_LIMIT``) and otherwise drawn at random with a fixed seed. All tests are two-sided
+and count the observed arrangement itself, so ``p > 0`` always; a null value within
+``1e-12`` of the observed one counts as at least as extreme (scipy's own tie tolerance is
+relative, ``100 * eps * |observed|``, too tight for a mean near 0 of values near 1, so the
+p-value is counted here from scipy's ``null_distribution``).
 
 - ``signflip_test``: is the mean of paired differences (e.g. last-minus-first projection per
   scenario) zero? Under the null each difference is as likely positive as negative.
-- ``sign_test``: the exact binomial test on the number of positive differences.
+- ``sign_test``: the exact binomial test on the number of positive differences
+  (``scipy.stats.binomtest``).
 - ``permutation_test``: do two groups (e.g. therapy+AI-self vs coding changes) have the
   same mean? Under the null the group labels are exchangeable.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from scipy import stats
 
 from personaspace.errors import PersonaspaceError
 
 EXACT_LIMIT = 1 << 17  # enumerate the null exactly up to this many arrangements (131,072)
 RANDOM_DRAWS = 20_000
 _EPS = 1e-12  # ties with the observed statistic count as "at least as extreme"
+_BATCH = 4096  # arrangements per vectorised call, to bound memory
 
 
 @dataclass(frozen=True)
@@ -54,13 +60,50 @@ def slope(values: Sequence[float] | np.ndarray) -> float:
         (2.0, -1.0)
     """
     y = np.asarray(values, dtype=np.float64)
-    x = np.arange(len(y), dtype=np.float64)
     keep = np.isfinite(y)
     if keep.sum() < 2:
         return float("nan")
-    x, y = x[keep], y[keep]
-    x = x - x.mean()
-    return float((x * (y - y.mean())).sum() / (x * x).sum())
+    return float(stats.linregress(np.flatnonzero(keep).astype(np.float64), y[keep]).slope)
+
+
+# scipy enumerates every arrangement when asked for at least as many resamples as exist.
+ALL_ARRANGEMENTS = 2**62
+
+
+def _null(
+    data: tuple[np.ndarray, ...],
+    statistic: Callable[..., np.ndarray],
+    kind: Literal["samples", "independent"],
+    exact: bool,
+    seed: int,
+    draws: int,
+) -> np.ndarray:
+    """scipy's null distribution of ``statistic``: every arrangement, or ``draws`` of them."""
+    res = stats.permutation_test(
+        data,
+        statistic,
+        permutation_type=kind,
+        vectorized=True,
+        n_resamples=ALL_ARRANGEMENTS if exact else draws,
+        batch=_BATCH,
+        alternative="greater",
+        rng=np.random.default_rng(seed),
+    )
+    return np.asarray(res.null_distribution, dtype=np.float64)
+
+
+def _p_value(null: np.ndarray, observed: float, exact: bool) -> float:
+    """Share of ``null`` at least ``observed`` (less ``_EPS``); drawn nulls add the observed."""
+    hits = int(np.count_nonzero(null >= observed - _EPS))
+    return hits / null.size if exact else (hits + 1) / (null.size + 1)
+
+
+def _abs_mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.abs(np.mean(x, axis=axis))
+
+
+def _abs_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.abs(np.mean(x, axis=axis) - np.mean(y, axis=axis))
 
 
 def signflip_test(
@@ -74,19 +117,12 @@ def signflip_test(
         (2.0, 0.25, True)
     """
     x = _finite(differences, "the differences")
-    observed = abs(x.mean())
-    n = x.size
-    if 2**n <= EXACT_LIMIT:
-        signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
-        exact = True
-    else:
-        rng = np.random.default_rng(seed)
-        signs = rng.choice((1.0, -1.0), size=(draws, n))
-        exact = False
-    means = np.abs(signs @ x) / n
-    hits = int((means >= observed - _EPS).sum())
-    p = hits / len(signs) if exact else (hits + 1) / (len(signs) + 1)
-    return TestResult(float(x.mean()), float(p), n, exact)
+    n = int(x.size)
+    if n == 1:  # both signs give the same |mean| (and scipy wants two values)
+        return TestResult(float(x[0]), 1.0, 1, True)
+    exact = 2**n <= max(EXACT_LIMIT, draws)
+    null = _null((x,), _abs_mean, "samples", exact, seed, draws)
+    return TestResult(float(x.mean()), _p_value(null, abs(x.mean()), exact), n, exact)
 
 
 def sign_test(differences: Sequence[float] | np.ndarray) -> TestResult:
@@ -103,9 +139,17 @@ def sign_test(differences: Sequence[float] | np.ndarray) -> TestResult:
     if n == 0:
         return TestResult(0.0, 1.0, 0, True)
     k = int((x > 0).sum())
-    tail = min(k, n - k)
-    p = 2 * sum(math.comb(n, i) for i in range(tail + 1)) / 2**n
-    return TestResult(float(k), float(min(p, 1.0)), n, True)
+    return TestResult(float(k), float(stats.binomtest(k, n, 0.5).pvalue), n, True)
+
+
+def _singleton_null(pooled: np.ndarray) -> np.ndarray:
+    """|one value - mean of the rest| for each value: every split when a group has one value.
+
+    scipy's permutation test wants two values per group; with one, the splits are just the
+    choice of that value.
+    """
+    rest = (pooled.sum() - pooled) / (pooled.size - 1)
+    return np.abs(pooled - rest)
 
 
 def permutation_test(
@@ -123,19 +167,11 @@ def permutation_test(
         (3.0, 0.3333333333333333)
     """
     x, y = _finite(a, "the first group"), _finite(b, "the second group")
-    pooled = np.concatenate([x, y])
-    n, k = pooled.size, x.size
-    observed = x.mean() - y.mean()
-    total = pooled.sum()
-    if math.comb(n, k) <= EXACT_LIMIT:
-        picks = np.array(list(itertools.combinations(range(n), k)), dtype=np.int64)
-        exact = True
+    observed = float(x.mean() - y.mean())
+    n = int(x.size + y.size)
+    if min(x.size, y.size) == 1:
+        null, exact = _singleton_null(np.concatenate([x, y])), True
     else:
-        rng = np.random.default_rng(seed)
-        picks = np.argsort(rng.random((draws, n)), axis=1)[:, :k]
-        exact = False
-    sums = pooled[picks].sum(axis=1)
-    diffs = sums / k - (total - sums) / (n - k)
-    hits = int((np.abs(diffs) >= abs(observed) - _EPS).sum())
-    p = hits / len(picks) if exact else (hits + 1) / (len(picks) + 1)
-    return TestResult(float(observed), float(p), n, exact)
+        exact = math.comb(n, x.size) <= max(EXACT_LIMIT, draws)
+        null = _null((x, y), _abs_difference, "independent", exact, seed, draws)
+    return TestResult(observed, _p_value(null, abs(observed), exact), n, exact)
