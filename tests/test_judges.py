@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -12,7 +16,7 @@ import pytest
 
 from personaspace import PersonaspaceError
 from personaspace.catalogue import Role, load_catalogue
-from personaspace.judge import RoleItem
+from personaspace.judge import RoleItem, TraitItem
 from personaspace.judge.agreement import cohen_kappa, read_labels
 from personaspace.judge.local import (
     AI_MARKERS,
@@ -156,3 +160,128 @@ def test_openai_judge_unreachable_fails_fast() -> None:
     )
     with pytest.raises(PersonaspaceError, match="unreachable"):
         judge.check()
+
+
+class StatusScriptServer(BaseHTTPRequestHandler):
+    """Replies per a script of ``(status, headers)`` (a 200 answers "2"); records requests.
+
+    Each request is recorded as ``(method, path, Authorization header or None)``.
+    """
+
+    script: ClassVar[list[tuple[int, dict[str, str]]]] = []
+    seen: ClassVar[list[tuple[str, str, str | None]]] = []
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+    def _reply(self) -> None:
+        cls = type(self)
+        cls.seen.append((self.command, self.path, self.headers.get("Authorization")))
+        status, headers = cls.script.pop(0) if cls.script else (200, {})
+        if status == 200 and self.command == "GET":
+            body: object = {"object": "list", "data": [{"id": "fake", "object": "model"}]}
+        elif status == 200:
+            body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "2"}}]}
+        else:
+            body = {"error": {"message": f"scripted {status}", "type": "server_error"}}
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        for name, value in {"Content-Type": "application/json", **headers}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._reply()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._reply()
+
+
+@contextmanager
+def status_server(script: list[tuple[int, dict[str, str]]]) -> Iterator[str]:
+    StatusScriptServer.script, StatusScriptServer.seen = list(script), []
+    httpd = HTTPServer(("127.0.0.1", 0), StatusScriptServer)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def scripted_judge(url: str, *, retries: int = 4, api_key: str | None = "k") -> OpenAIJudge:
+    return OpenAIJudge(
+        load_catalogue().rubrics,
+        model="fake",
+        base_url=url,
+        api_key=api_key,
+        concurrency=1,
+        rate_per_s=0,
+        retries=retries,
+        timeout_s=5.0,
+    )
+
+
+def test_openai_judge_429_is_retried_after_retry_after() -> None:
+    with status_server([(429, {"Retry-After": "1"})]) as url:
+        t = time.monotonic()
+        scores = scripted_judge(url).score_roles([RoleItem(ROLE, "Q?", "Arr.")])
+        elapsed = time.monotonic() - t
+    assert scores == [2]
+    posts = [s for s in StatusScriptServer.seen if s[0] == "POST"]
+    assert [p[1] for p in posts] == ["/v1/chat/completions"] * 2  # the 429, then the retry
+    assert 0.9 <= elapsed < 5.0  # the client waited the server's Retry-After (1 s), no longer
+
+
+def test_openai_judge_persistent_500_is_missing_after_the_retries() -> None:
+    fast = {"retry-after-ms": "10"}  # keep the client's backoff short
+    with status_server([(500, fast)] * 10) as url:
+        t = time.monotonic()
+        trait = next(iter(load_catalogue().traits.values()))
+        scores = scripted_judge(url, retries=2).score_traits([TraitItem(trait, "Q?", "Well.")])
+        elapsed = time.monotonic() - t
+    assert scores == [None]  # recorded as missing, not guessed
+    assert len(StatusScriptServer.seen) == 3  # the first try and 2 retries
+    assert elapsed < 5.0
+
+
+def test_openai_judge_sends_no_authorization_without_a_key(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with status_server([]) as url:
+        judge = scripted_judge(url, api_key=None)
+        judge.check()
+        assert judge.score_roles([RoleItem(ROLE, "Q?", "Arr.")]) == [2]
+        scripted_judge(url, api_key="s3cret").check()
+    auth = [s[2] for s in StatusScriptServer.seen]
+    assert auth == [None, None, "Bearer s3cret"]
+
+
+def test_openai_judge_check_on_a_closed_port_fails_fast_in_one_line() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    url = f"http://127.0.0.1:{port}/v1"
+    judge = scripted_judge(url, retries=4)
+    t = time.monotonic()
+    with pytest.raises(PersonaspaceError) as info:
+        judge.check()
+    assert time.monotonic() - t < 5.0  # no retries, no long timeout
+    text = str(info.value)
+    assert "\n" not in text
+    assert f"the judge endpoint {url} is unreachable" in text
+    assert text.endswith("check --judge-base-url and the API key, or use --judge local")
+
+
+def test_openai_judge_check_reports_a_refusal_without_retrying() -> None:
+    with status_server([(401, {})]) as url, pytest.raises(PersonaspaceError) as info:
+        scripted_judge(url).check()
+    assert len(StatusScriptServer.seen) == 1
+    text = str(info.value)
+    assert "\n" not in text
+    assert f"the judge endpoint {url} refused the request (HTTP 401: scripted 401)" in text
+    assert "check --judge-base-url and the API key" in text

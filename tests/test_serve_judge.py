@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from pipeline_fixtures import make_tiny_model, make_user_catalogue
 from serve_fixtures import tiny_engine
 
+from personaspace import PersonaspaceError
 from personaspace.capture import SamplingConfig
 from personaspace.catalogue import load_catalogue
 from personaspace.judge.base import RoleItem
@@ -56,7 +58,7 @@ def test_axis_run_judged_by_the_server(tmp_path: Path) -> None:
             judge_base_url=server.url + "/v1",
             judge_rate_per_s=1000,
             min_count=1,
-            max_new_tokens=8,
+            sampling=SamplingConfig(max_new_tokens=8, temperature=0.7, top_p=0.9),
             batch_size=4,
         )
         run = run_axis(config, tmp_path / "run")
@@ -106,3 +108,25 @@ def test_unparseable_judge_answers_are_missing_not_guessed() -> None:
         expected.append(None if score is None or score != int(score) else int(score))
     assert scores == expected
     assert None in scores  # the noise did not parse as a 0-3 score and was not guessed
+
+
+def test_judge_check_against_a_server_with_an_api_key(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    rubrics = load_catalogue().rubrics
+    app = create_app(scripted_judge(tiny_engine(context=4096)), api_key="s3cret")
+    with ServerThread(app) as server:
+        url = server.url + "/v1"
+        for key in (None, "wrong"):
+            judge = OpenAIJudge(rubrics, model="tiny-llama", base_url=url, api_key=key)
+            with pytest.raises(PersonaspaceError) as info:
+                judge.check()
+            text = str(info.value)
+            assert "\n" not in text and f"the judge endpoint {url} refused" in text
+            assert "HTTP 401: missing or wrong API key" in text
+            assert "check --judge-base-url and the API key" in text
+        judge = OpenAIJudge(
+            rubrics, model="tiny-llama", base_url=url, api_key="s3cret", rate_per_s=1000
+        )
+        judge.check()
+        role = next(iter(load_catalogue().roles.values()))
+        assert judge.score_roles([RoleItem(role, "Question?", "Answer.")]) == [3]

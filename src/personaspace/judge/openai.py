@@ -1,26 +1,34 @@
-"""Judge with any OpenAI-compatible chat endpoint: concurrency, retries, a rate limit.
+"""Judge with any OpenAI-compatible chat endpoint, through the official ``openai`` client.
 
-Scores that cannot be parsed are recorded as missing (``None``), never guessed.
+The ``openai`` client provides the HTTP connection pool, timeouts, and retries of
+connection errors, timeouts and 408/409/429/5xx replies with exponential backoff that
+honours ``Retry-After``. We add the rubric prompts, a client-side rate limit shared by
+the worker threads (``--judge-rate``), a thread pool for concurrency, a fast
+reachability check, and the parsing of replies into scores. A request that still fails
+after the client's retries, or a reply that does not parse, is recorded as missing
+(``None``), never guessed.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+
+import openai
 
 from personaspace.catalogue import Rubric
 from personaspace.errors import PersonaspaceError
 from personaspace.judge.base import RoleItem, TraitItem
 
-RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+NO_KEY = "none"  # the client refuses an empty key; no Authorization header is sent with it
+CHECK_TIMEOUT_S = 5.0
+# what the client can raise on a 200 reply that is not the JSON it expects
+BAD_REPLY = (AttributeError, IndexError, KeyError, TypeError, ValueError)
+FIX = "check --judge-base-url and the API key, or use --judge local"
 
 
 def parse_score(text: str, low: float, high: float) -> float | None:
@@ -38,7 +46,7 @@ def parse_score(text: str, low: float, high: float) -> float | None:
 
 
 class RateLimiter:
-    """At most ``rate_per_s`` starts per second across threads."""
+    """At most ``rate_per_s`` request starts per second across threads (0: no limit)."""
 
     def __init__(self, rate_per_s: float) -> None:
         self.interval = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
@@ -51,6 +59,21 @@ class RateLimiter:
             start = max(now, self.next_at)
             self.next_at = start + self.interval
         time.sleep(max(0.0, start - now))
+
+
+def _problem(err: Exception) -> str:
+    """What went wrong, for one line: unreachable, refused with a status, or a bad reply."""
+    if isinstance(err, openai.APITimeoutError):
+        return f"is unreachable (no answer within {CHECK_TIMEOUT_S:g} s)"
+    if isinstance(err, openai.APIConnectionError):
+        return f"is unreachable ({str(err.__cause__ or '') or err.message})"
+    if isinstance(err, openai.APIStatusError):
+        body = err.body
+        message = body.get("message") if isinstance(body, dict) else body
+        detail = " ".join(str(message).split())[:200] if message else ""
+        status = f"HTTP {err.status_code}" + (f": {detail}" if detail else "")
+        return f"refused the request ({status})"
+    return "answered GET /models with something other than an OpenAI model list"
 
 
 class OpenAIJudge:
@@ -75,55 +98,42 @@ class OpenAIJudge:
         self.base_url = (
             base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
         ).rstrip("/")
-        self.api_key = api_key or os.environ.get("OPENAI_API_KEY", "")
-        self.concurrency, self.retries, self.timeout_s = concurrency, retries, timeout_s
+        key = api_key or os.environ.get("OPENAI_API_KEY") or ""
+        self.concurrency = concurrency
         self.limiter = RateLimiter(rate_per_s)
-
-    def _request(self, path: str, body: dict[str, Any] | None, timeout_s: float) -> Any:
-        request = urllib.request.Request(
-            self.base_url + path,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={
-                "Content-Type": "application/json",
-                **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}),
-            },
-            method="GET" if body is None else "POST",
+        self.client = openai.OpenAI(
+            base_url=self.base_url,
+            api_key=key or NO_KEY,
+            max_retries=retries,
+            timeout=timeout_s,
         )
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return json.loads(response.read().decode())
+        # without a key, send no Authorization header rather than "Bearer none"
+        self.headers: dict[str, str | openai.Omit] = {} if key else {"Authorization": openai.omit}
 
     def check(self) -> None:
+        """Fail within about 5 s, in one line, if the endpoint is unreachable or refuses."""
+        client = self.client.with_options(timeout=CHECK_TIMEOUT_S, max_retries=0)
         try:
-            self._request("/models", None, timeout_s=5.0)
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            reason = getattr(err, "reason", err)
-            raise PersonaspaceError(
-                f"the judge endpoint {self.base_url} is unreachable ({reason})",
-                fix="check --judge-base-url and the API key, or use --judge local",
-            ) from err
+            client.models.list(extra_headers=self.headers)
+        except (openai.OpenAIError, *BAD_REPLY) as err:
+            problem = f"the judge endpoint {self.base_url} {_problem(err)}"
+            raise PersonaspaceError(problem, fix=FIX) from err
 
     def _ask(self, prompt: str) -> str | None:
-        body = {
-            "model": self.model,
-            "temperature": 0,
-            "max_tokens": 16,
-            "messages": [{"role": "user", "content": prompt}],
-        }
-        for attempt in range(self.retries + 1):
-            self.limiter.wait()
-            try:
-                reply = self._request("/chat/completions", body, self.timeout_s)
-                return str(reply["choices"][0]["message"]["content"])
-            except urllib.error.HTTPError as err:
-                if err.code not in RETRY_STATUS or attempt == self.retries:
-                    return None
-            except (urllib.error.URLError, OSError, TimeoutError):
-                if attempt == self.retries:
-                    return None
-            except (KeyError, IndexError, TypeError, ValueError):
-                return None
-            time.sleep(min(30.0, 0.5 * 2**attempt))
-        return None
+        """The model's reply to ``prompt``, or ``None`` if it failed after the retries."""
+        self.limiter.wait()
+        try:
+            reply = self.client.chat.completions.create(
+                model=self.model,
+                messages=[{"role": "user", "content": prompt}],
+                temperature=0,
+                max_tokens=16,
+                extra_headers=self.headers,
+            )
+            content = reply.choices[0].message.content
+        except (openai.OpenAIError, *BAD_REPLY):
+            return None
+        return content if isinstance(content, str) else None
 
     def _score_all(self, prompts: list[str], low: float, high: float) -> list[float | None]:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
