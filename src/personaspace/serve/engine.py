@@ -10,29 +10,29 @@ that touches the model in its one worker thread.
 
 from __future__ import annotations
 
-import math
 import secrets
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from personaspace.capture.forward import context_tokens
 from personaspace.capture.sampling import SamplingConfig
 from personaspace.conversation.format import format_conversation
 from personaspace.conversation.messages import Message, as_messages
-from personaspace.conversation.transcript import PLAIN_STOP_STRINGS
 from personaspace.errors import PersonaspaceError
-from personaspace.interventions.calibration import Calibration
-from personaspace.interventions.capping import CappingConfig
-from personaspace.interventions.operations import Intervention, Scope
+from personaspace.fileformat import finite_or_none
 from personaspace.models.loading import LoadedModel
-from personaspace.monitor.axis import Axis
-from personaspace.monitor.live import TurnResult, chat_turn, steer_along_axis
+from personaspace.monitor.live import TurnResult, chat_turn
 from personaspace.monitor.projection import project_turns, resolve_layers
 from personaspace.monitor.transcripts import Transcript
 from personaspace.serve.errors import APIError
 from personaspace.serve.schemas import PersonaspaceOptions, SteerOptions
 from personaspace.serve.streaming import ReplyText, fed_tokens
+from personaspace.vectors.axis import Axis
+from personaspace.vectors.calibration import Calibration
+from personaspace.vectors.capping import CappingConfig
+from personaspace.vectors.intervention import Intervention, Scope, steer_along_axis
 
 THRESHOLD_PERCENTILES: tuple[float, ...] = (10.0, 25.0, 50.0)
 
@@ -48,11 +48,6 @@ class TurnPlan:
     steer: dict[str, Any] | None = None
     per_token: bool = False
     scope: Scope = "all"
-
-
-def _number(value: float) -> float | None:
-    """JSON has no NaN or infinity: those become null."""
-    return float(value) if math.isfinite(value) else None
 
 
 class ServeEngine:
@@ -86,17 +81,16 @@ class ServeEngine:
         if default_cap is not None:
             if capping is None:
                 raise PersonaspaceError(
-                    f"--cap {default_cap} needs a capping config",
-                    fix="pass --capping FILE, or an axis run folder with capping.safetensors",
+                    f"the default cap {default_cap} needs a capping config",
+                    fix="give a capping config, or an axis run folder with capping.safetensors",
+                    param="default_cap",
                 )
             capping.experiment(default_cap)  # refuses an unknown id
         self.default_cap = default_cap
         SamplingConfig(temperature=temperature, top_p=top_p)  # refuses bad defaults
         self.temperature, self.top_p = temperature, top_p
         self.names = list(dict.fromkeys([lm.model_id, *names]))
-        config = lm.model.config
-        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-        self.context_tokens: int | None = getattr(text_config, "max_position_embeddings", None)
+        self.context_tokens = context_tokens(lm)
 
     # --- per-request choices -----------------------------------------------------------
     def _layers(self, requested: Sequence[int] | None) -> list[int]:
@@ -170,14 +164,13 @@ class ServeEngine:
         top_p = self.top_p if top_p is None else top_p
         if seed is None:
             seed = secrets.randbelow(2**31) if temperature > 0 else 0
-        stops = stop + (PLAIN_STOP_STRINGS if not self.lm.chat_tuned else ())
         return SamplingConfig(
             max_new_tokens=max_tokens,
             temperature=temperature,
             top_p=top_p,
             seed=seed,
-            stop_strings=tuple(dict.fromkeys(stops)),
-        )
+            stop_strings=tuple(dict.fromkeys(stop)),
+        ).for_model(self.lm.chat_tuned)
 
     # --- running (worker thread only) ----------------------------------------------------
     def prompt_tokens(self, messages: list[Message], max_tokens: int) -> int:
@@ -188,7 +181,12 @@ class ServeEngine:
                 "the last message must be a user message (the reply is generated after it)",
                 param="messages",
             )
-        prompt = format_conversation(self.lm.tokenizer, messages, add_generation_prompt=True)
+        prompt = format_conversation(
+            self.lm.tokenizer,
+            messages,
+            add_generation_prompt=True,
+            use_chat_template=self.lm.chat_tuned,
+        )
         n = len(prompt.input_ids)
         if self.context_tokens is not None and n + max_tokens > self.context_tokens:
             raise APIError(
@@ -244,7 +242,7 @@ class ServeEngine:
         """The ``personaspace`` field of a response."""
         data: dict[str, Any] = {
             "layers": plan.layers,
-            "projection": {str(k): _number(v) for k, v in result.projection.items()},
+            "projection": {str(k): finite_or_none(v) for k, v in result.projection.items()},
             "cap": None,
             "steer": plan.steer,
             "seed": seed,
@@ -262,7 +260,7 @@ class ServeEngine:
             data["tokens"] = {
                 "text": result.token_texts,
                 "projection": {
-                    str(layer): [_number(v) for v in result.token_projections[:, i].tolist()]
+                    str(layer): [finite_or_none(v) for v in result.token_projections[:, i].tolist()]
                     for i, layer in enumerate(plan.layers)
                 },
             }
@@ -273,7 +271,9 @@ class ServeEngine:
     ) -> dict[str, Any]:
         """Project a transcript's assistant turns (one teacher-forced pass)."""
         chosen = self._layers(layers)
-        conv = format_conversation(self.lm.tokenizer, transcript.messages)
+        conv = format_conversation(
+            self.lm.tokenizer, transcript.messages, use_chat_template=self.lm.chat_tuned
+        )
         if self.context_tokens is not None and len(conv.input_ids) > self.context_tokens:
             raise APIError(
                 400,
@@ -286,7 +286,7 @@ class ServeEngine:
             "layers": chosen,
             "messages": [{"role": m.role, "content": m.content} for m in transcript.messages],
             "turns": [
-                {str(layer): _number(v) for layer, v in zip(chosen, row)}
+                {str(layer): finite_or_none(v) for layer, v in zip(chosen, row)}
                 for row in trajectory.turns.tolist()
             ],
         }
@@ -298,7 +298,8 @@ class ServeEngine:
                     ],
                     "projection": {
                         str(layer): [
-                            _number(v) for v in trajectory.tokens[span.start : span.end, j].tolist()
+                            finite_or_none(v)
+                            for v in trajectory.tokens[span.start : span.end, j].tolist()
                         ]
                         for j, layer in enumerate(chosen)
                     },

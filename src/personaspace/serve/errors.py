@@ -57,6 +57,26 @@ def from_personaspace(err: PersonaspaceError, code: str | None = None) -> APIErr
     return APIError(400, str(err), code=code)
 
 
+def internal_error(err: Exception) -> APIError:
+    """A bug as a 500 that names the exception's type (never its text or traceback).
+
+    Example:
+        >>> internal_error(KeyError("x")).message
+        'internal error (KeyError): please report it'
+    """
+    message = f"internal error ({type(err).__name__}): please report it"
+    return APIError(500, message, type="server_error")
+
+
+def as_api_error(err: Exception) -> APIError:
+    """Any failure of a generation as the error it reports: a refusal as a 400, a bug as a 500."""
+    if isinstance(err, PersonaspaceError):
+        return from_personaspace(err)
+    if isinstance(err, APIError):
+        return err
+    return internal_error(err)
+
+
 def from_validation(err: ValidationError) -> APIError:
     """The first pydantic complaint as a 400 naming the field.
 

@@ -76,12 +76,13 @@ def check_bind(host: str, api_key: str | None) -> None:
         >>> check_bind("127.0.0.1", None)  # fine
         >>> check_bind("0.0.0.0", None)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        personaspace.errors.PersonaspaceError: --host 0.0.0.0 accepts connections ... no API key...
+        personaspace.errors.PersonaspaceError: host 0.0.0.0 accepts connections ... no API key...
     """
     if not is_loopback(host) and not api_key:
         raise PersonaspaceError(
-            f"--host {host} accepts connections from other machines but no API key is set",
-            fix=f"pass --api-key KEY or set {API_KEY_ENV} (clients send it as a bearer token)",
+            f"host {host} accepts connections from other machines but no API key is set",
+            fix=f"give an API key or set {API_KEY_ENV} (clients send it as a bearer token)",
+            param="host",
         )
 
 

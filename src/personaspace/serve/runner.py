@@ -29,7 +29,7 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise PersonaspaceError(
             f"cannot listen on {host}:{port} ({err.strerror})",
-            fix="choose another --port (0 picks a free one) or stop what uses it",
+            fix="choose another port (0 picks a free one) or stop what uses it",
         ) from err
     return sock
 

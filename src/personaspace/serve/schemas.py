@@ -1,10 +1,11 @@
-"""The OpenAI chat-completions request we accept, our extension, and the response shapes.
+"""The requests we accept (OpenAI chat completions with our extension, transcripts to
+project) and the response shapes.
 
 Types are checked strictly (a string where a number belongs is refused, not converted).
-Unknown top-level fields are ignored, as OpenAI-compatible servers usually do; fields we
-cannot honour (``n > 1``, tools, logprobs, JSON response formats) are refused. Our own
-extension, the ``personaspace`` object, refuses unknown keys so a typo never passes
-silently.
+Unknown top-level fields of a chat request are ignored, as OpenAI-compatible servers
+usually do; fields we cannot honour (``n > 1``, tools, logprobs, JSON response formats) are
+refused. Our own extension, the ``personaspace`` object, and the projection request refuse
+unknown keys so a typo never passes silently.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from personaspace.serve.errors import APIError
 
 MAX_STOP_STRINGS = 4
 # Request fields whose explicit null means "use the default".
@@ -129,6 +128,20 @@ class ChatCompletionRequest(BaseModel):
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    @property
+    def include_usage(self) -> bool:
+        """Whether a stream ends with a usage chunk (``stream_options.include_usage``)."""
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ProjectRequest(BaseModel):
+    """``POST /personaspace/project``: a transcript in any format the monitor reads."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    transcript: Any
+    layers: list[int] | None = Field(default=None, min_length=1, max_length=64)
+    per_token: bool = False
+
 
 def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
@@ -211,15 +224,3 @@ def models_body(names: list[str], created: int) -> dict[str, Any]:
             for name in names
         ],
     }
-
-
-def check_model_name(requested: str, served: list[str]) -> None:
-    """Refuse a ``model`` the server does not serve (404, as OpenAI does)."""
-    if requested not in served:
-        raise APIError(
-            404,
-            f"the model '{requested}' is not served here; this server serves "
-            f"{', '.join(repr(s) for s in served)}",
-            code="model_not_found",
-            param="model",
-        )

@@ -43,7 +43,7 @@ class GenerationWorker:
         """Jobs queued or running."""
         return self._pending
 
-    def _done(self, _future: Future) -> None:  # type: ignore[type-arg]
+    def _done(self, _future: Future) -> None:
         with self._lock:
             self._pending -= 1
             self.completed += 1
