@@ -8,12 +8,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from personaspace.capture.sampling import SamplingConfig
 from personaspace.catalogue import PRESETS
+from personaspace.cli.common import print_rows
 from personaspace.models import DEFAULT_MODEL
-from personaspace.pipeline import AxisConfig, run_axis
+from personaspace.pipeline import AxisConfig, AxisRun, run_axis
+from personaspace.pipeline.config import AXIS_SAMPLING
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "axis", help="map a model's persona space: role/trait vectors, the Assistant Axis, PCA"
     )
@@ -48,13 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument(
         "--min-count",
         type=int,
-        default=AxisConfig.min_count,
-        help="roles with fewer kept responses are dropped",
+        default=None,
+        help="roles with fewer kept responses are dropped (default: the preset's; quick 3)",
     )
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--temperature", type=float, default=0.7)
-    parser.add_argument("--top-p", type=float, default=0.9)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-new-tokens", type=int, default=AXIS_SAMPLING.max_new_tokens)
+    parser.add_argument("--temperature", type=float, default=AXIS_SAMPLING.temperature)
+    parser.add_argument("--top-p", type=float, default=AXIS_SAMPLING.top_p)
+    parser.add_argument("--seed", type=int, default=AXIS_SAMPLING.seed)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--layer", type=int, default=None, help="analysis layer (default: middle)")
     parser.add_argument(
@@ -65,7 +68,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="discard an existing run in --out made with other settings",
     )
-    parser.set_defaults(run=run)
+    parser.set_defaults(
+        run=run,
+        param_flags={
+            "min_count": "--min-count",
+            "batch_size": "--batch-size",
+            "score_threshold": "--score-threshold",
+        },
+    )
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -89,10 +99,12 @@ def run(args: argparse.Namespace) -> int:
         judge_rate_per_s=args.judge_rate,
         score_threshold=args.score_threshold,
         min_count=args.min_count,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
+        sampling=SamplingConfig(
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            seed=args.seed,
+        ),
         batch_size=args.batch_size,
         analysis_layer=args.layer,
         normalize_rows=args.normalize_rows,
@@ -112,10 +124,21 @@ def run(args: argparse.Namespace) -> int:
         result = run_axis(config, out, force=args.force, progress=progress, judge_api_key=api_key)
     finally:
         bar.close()
-    s = result.summary
-    at = s["analysis"]["at_analysis_layer"]
+    print()
+    _print_summary(result, config)
+    print(
+        f"\nwrote {out.resolve()}/ (report.html, summary.json, axis.safetensors, vectors/, "
+        "responses.jsonl)"
+        if result.analysis is not None
+        else f"\nwrote {out.resolve()}/ (summary.json with the verdict, vectors/, responses.jsonl)"
+    )
+    return 0
+
+
+def _print_summary(result: AxisRun, config: AxisConfig) -> None:
+    s, space = result.summary, result.analysis
     c = s["counts"]
-    rows = [
+    rows: list[tuple[str, object]] = [
         ("model", s["model_id"]),
         (
             "responses",
@@ -124,33 +147,35 @@ def run(args: argparse.Namespace) -> int:
         ),
         ("role scores 0/1/2/3/missing", " / ".join(str(v) for v in c["score_histogram"].values())),
         ("roles kept / dropped", f"{c['roles_kept']} / {len(c['roles_dropped'])}"),
-        ("analysis layer", s["analysis"]["analysis_layer"]),
-        ("cos(axis, PC1)", f"{at['cos_axis_pc1']:.3f}  (published: > 0.71)"),
-        (
-            "PCs for 70/80/90% variance",
-            f"{at['components_70']}/{at['components_80']}/{at['components_90']}"
-            "  (published 70%: 4-19)",
-        ),
-        ("default's rank on PC1", f"{at['default_pc1_rank']} of {c['roles_kept'] + 1}"),
-        ("nearest the default", ", ".join(n for n, _ in at["nearest_to_default"][:5])),
-        ("Assistant end", ", ".join(at["assistant_end"][:5])),
-        ("far end", ", ".join(at["far_end"][:5])),
-        ("time", ", ".join(f"{k[:-2]} {v:.0f}s" for k, v in s["timings"].items())),
     ]
-    width = max(len(k) for k, _ in rows)
-    print()
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+    if space is not None:
+        at = space.at_analysis_layer
+        rows += [
+            ("analysis layer", space.analysis_layer),
+            ("cos(axis, PC1)", f"{at.cos_axis_pc1:.3f}  (published: > 0.71)"),
+            (
+                "PCs for 70/80/90% variance",
+                f"{at.components_70}/{at.components_80}/{at.components_90}  (published 70%: 4-19)",
+            ),
+            ("default's rank on PC1", f"{at.default_pc1_rank} of {c['roles_kept'] + 1}"),
+            ("nearest the default", ", ".join(n for n, _ in at.nearest_to_default[:5])),
+            ("Assistant end", ", ".join(at.assistant_end[:5])),
+            ("far end", ", ".join(at.far_end[:5])),
+        ]
+    rows.append(("time", ", ".join(f"{k[:-2]} {v:.0f}s" for k, v in s["timings"].items())))
+    print_rows(rows)
+    if result.verdict is not None:
+        print(
+            f"\nverdict: no persona space: {result.verdict}.\nThe same command with "
+            "--score-threshold 2, a lower --min-count or --judge none re-aggregates the stored "
+            "replies without generating again."
+        )
+        return
     dropped = len(c["roles_dropped"])
     if dropped > c["roles_kept"]:
         print(
             f"\nnote: {dropped} of {dropped + c['roles_kept']} roles had fewer than "
-            f"{config.min_count} replies scored >= {config.score_threshold}; the same command "
+            f"{config.kept_per_role} replies scored >= {config.score_threshold}; the same command "
             "with --score-threshold 2 or a lower --min-count re-aggregates without generating "
             "again"
         )
-    print(
-        f"\nwrote {out.resolve()}/ (report.html, summary.json, axis.safetensors, vectors/, "
-        "responses.jsonl)"
-    )
-    return 0

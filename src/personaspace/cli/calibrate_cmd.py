@@ -9,19 +9,14 @@ from tqdm import tqdm
 
 from personaspace.conversation import format_conversation
 from personaspace.errors import PersonaspaceError
-from personaspace.fileformat import read_json
-from personaspace.interventions import (
-    CAPPING_FILE,
-    DEFAULT_PERCENTILES,
-    calibrate_run,
-    parse_layer_range,
-)
-from personaspace.interventions.calibrate_run import DEFAULT_LIMIT
 from personaspace.models import load_model
-from personaspace.monitor import CALIBRATION_FILE
+from personaspace.monitor.transcripts import read_transcripts
+from personaspace.pipeline.calibrate import DEFAULT_LIMIT, DEFAULT_PERCENTILES, calibrate_run
+from personaspace.runfolder import CALIBRATION_FILE, CAPPING_FILE, RunFolder
+from personaspace.vectors.capping import parse_layer_range
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "calibrate",
         help="measure residual norms and axis projections; write capping experiments",
@@ -83,13 +78,10 @@ def _transcript_files(paths: list[str]) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    folder = Path(args.run_dir)
-    if not (folder / "axis.safetensors").is_file():
-        raise PersonaspaceError(
-            f"{folder} holds no axis.safetensors", fix="pass a finished `personaspace axis` run"
-        )
-    header = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
-    model = args.model or header.get("config", {}).get("model") or header.get("model_id")
+    run = RunFolder(args.run_dir)
+    run.require_axis()
+    folder = run.path
+    model = args.model or run.model_spec()
     if not model:
         raise PersonaspaceError(f"{folder} does not name its model", fix="pass --model")
     ranges = [parse_layer_range(r) for r in args.ranges.split(",")] if args.ranges else None
@@ -97,11 +89,12 @@ def run(args: argparse.Namespace) -> int:
     lm = load_model(model)
     conversations = source = None
     if args.conversations:
-        from personaspace.monitor.transcripts import read_transcripts
-
         files = _transcript_files(args.conversations)
         transcripts = [t for f in files for t in read_transcripts(f)]
-        conversations = [format_conversation(lm.tokenizer, t.messages) for t in transcripts]
+        conversations = [
+            format_conversation(lm.tokenizer, t.messages, use_chat_template=lm.chat_tuned)
+            for t in transcripts
+        ]
         source = f"{len(conversations)} conversations from {len(files)} file(s)"
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     with tqdm(desc="calibrating", unit="conv", leave=False) as bar:

@@ -11,13 +11,13 @@ from typing import Any
 from tqdm import tqdm
 
 from personaspace.catalogue import load_catalogue
+from personaspace.cli.common import parse_layers, parse_names, parse_numbers
 from personaspace.cli.experiment_args import (
     add_axis_options,
     load_axis_arg,
     model_for_axis,
     out_folder,
 )
-from personaspace.cli.monitor_cmd import parse_layers
 from personaspace.errors import PersonaspaceError
 from personaspace.experiments.cap_eval import (
     DEFAULT_TOLERANCE,
@@ -30,8 +30,6 @@ from personaspace.experiments.conditions import (
     cap_condition,
     load_run_calibration,
     load_run_capping,
-    parse_names,
-    parse_numbers,
     steer_condition,
 )
 from personaspace.experiments.plots import plot_tradeoff
@@ -66,7 +64,7 @@ def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "cap-eval",
         help="persona-adoption rate vs capability accuracy under capping and steering",
@@ -115,7 +113,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     parser.add_argument("--catalogue", metavar="DIR", default=None, help="your catalogue folder")
     parser.add_argument("--out", default=None, help="default: runs/cap-eval-<axis run name>")
-    parser.set_defaults(run=run)
+    parser.set_defaults(
+        run=run,
+        param_flags={
+            "persona_max_new_tokens": "--persona-max-new-tokens",
+            "capability_max_new_tokens": "--capability-max-new-tokens",
+            "batch_size": "--batch-size",
+            "limit": "--limit",
+        },
+    )
 
 
 def _fmt(value: Any) -> str:

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from personaspace.capture import SamplingConfig, generate
-from personaspace.conversation import PLAIN_STOP_STRINGS, format_conversation
+from personaspace.capture import Generation, SamplingConfig, generate, response_means
+from personaspace.conversation.prompts import format_prompt
 from personaspace.errors import PersonaspaceError
 from personaspace.fileformat import atomic_write, save_vectors, write_json
 from personaspace.models import DEFAULT_MODEL, LoadedModel, load_model
@@ -52,7 +52,7 @@ def _add_generation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="capture a small persona probe on the default model")
     _add_generation_args(demo)
     demo.add_argument("--out", default="runs/demo", help="output folder")
@@ -72,19 +72,19 @@ def _sampling(args: argparse.Namespace, lm: LoadedModel) -> SamplingConfig:
         temperature=args.temperature,
         top_p=args.top_p,
         seed=args.seed,
-        stop_strings=() if lm.chat_tuned else PLAIN_STOP_STRINGS,
-    )
+    ).for_model(lm.chat_tuned)
 
 
-def _conversation(system: str | None, question: str) -> list[dict[str, str]]:
-    head = [{"role": "system", "content": system}] if system else []
-    return [*head, {"role": "user", "content": question}]
-
-
-def _run_generation(lm: LoadedModel, convs, args, desc: str):  # type: ignore[no-untyped-def]
+def _run_generation(
+    lm: LoadedModel,
+    asks: list[tuple[str | None, str]],
+    args: argparse.Namespace,
+    desc: str,
+) -> tuple[list[int], list[Generation]]:
+    """Replies to (system prompt, user message) pairs, captured at ``--layers``."""
     layers = lm.adapter.check_layers(_layers(args.layers))
     sampling = _sampling(args, lm)
-    prompts = [format_conversation(lm.tokenizer, c, add_generation_prompt=True) for c in convs]
+    prompts = [format_prompt(lm, user, system) for system, user in asks]
     with tqdm(total=len(prompts), desc=desc, unit="reply") as bar:
         gens = generate(
             lm, prompts, sampling, layers=layers, batch_size=args.batch_size, on_batch=bar.update
@@ -94,12 +94,11 @@ def _run_generation(lm: LoadedModel, convs, args, desc: str):  # type: ignore[no
 
 def run_capture(args: argparse.Namespace) -> int:
     lm = load_model(args.model)
-    convs = [_conversation(args.system, p) for p in args.prompts]
-    layers, gens = _run_generation(lm, convs, args, "capture")
+    layers, gens = _run_generation(lm, [(args.system, p) for p in args.prompts], args, "capture")
     out = Path(args.out)
     save_vectors(
         out,
-        {"response_mean": torch.stack([g.response_mean for g in gens])},
+        {"response_mean": response_means(gens)},
         {
             "model_id": lm.model_id,
             "layers": layers,
@@ -119,14 +118,14 @@ def run_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     lm = load_model(args.model)
     loaded_s = time.perf_counter() - started
-    names, convs = [], []
+    names, asks = [], []
     for name, system in DEMO_PERSONAS.items():
         for question in DEMO_QUESTIONS:
             names.append(name)
-            convs.append(_conversation(system, question))
-    layers, gens = _run_generation(lm, convs, args, f"demo on {lm.model_id}")
+            asks.append((system, question))
+    layers, gens = _run_generation(lm, asks, args, f"demo on {lm.model_id}")
     out = Path(args.out)
-    means = torch.stack([g.response_mean for g in gens])  # [n, L, H]
+    means = response_means(gens)  # [n, L, H]
     save_vectors(
         out / "activations.safetensors",
         {"response_mean": means},
@@ -140,10 +139,10 @@ def run_demo(args: argparse.Namespace) -> int:
         },
     )
     with atomic_write(out / "replies.jsonl") as handle:
-        for name, conv, g in zip(names, convs, gens):
+        for name, (_, question), g in zip(names, asks, gens):
             row = {
                 "persona": name,
-                "question": conv[-1]["content"],
+                "question": question,
                 "reply": g.text,
                 "n_tokens": len(g.token_ids),
                 "finish_reason": g.finish_reason,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from typing import Any
 
 from personaspace.catalogue import PRESETS, load_catalogue, select
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "catalogue", help="list the persona catalogue's contents; validate a user folder"
     )
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     catalogue = load_catalogue(args.catalogue, replace=args.replace)
-    report = {
+    report: dict[str, Any] = {
         "sources": list(catalogue.sources),
         "counts": catalogue.counts(),
         "roles_by_category": dict(

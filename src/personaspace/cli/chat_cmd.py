@@ -15,18 +15,18 @@ from pathlib import Path
 from typing import TextIO
 
 from personaspace.capture.sampling import SamplingConfig
-from personaspace.cli.monitor_cmd import load_axis_and_model, parse_layers, run_calibration_if_any
+from personaspace.cli.common import load_axis_and_model, parse_layers
 from personaspace.errors import PersonaspaceError
-from personaspace.interventions.calibrate_run import CAPPING_FILE
-from personaspace.interventions.capping import load_capping_config
-from personaspace.interventions.operations import SCOPES, Intervention
-from personaspace.monitor.live import LiveChat, TurnResult, run_calibration, steer_along_axis
+from personaspace.monitor.live import LiveChat, TurnResult
 from personaspace.monitor.transcripts import Transcript, write_transcript
+from personaspace.runfolder import CAPPING_FILE, RunFolder, calibration_for, run_folder_for
+from personaspace.vectors.capping import load_capping_config
+from personaspace.vectors.intervention import SCOPES, Intervention, steer_along_axis
 
 HELP = "commands: /reset (new conversation), /cap on|off, /quit (or end of input)"
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "chat",
         help="chat in the terminal, seeing each reply's projection on the axis",
@@ -69,12 +69,7 @@ def _capping(args: argparse.Namespace) -> list[Intervention]:
     if args.capping_config is not None:
         path = Path(args.capping_config)
     elif Path(args.axis).is_dir():
-        path = Path(args.axis) / CAPPING_FILE
-        if not path.is_file():
-            raise PersonaspaceError(
-                f"{args.axis} has no {CAPPING_FILE}",
-                fix=f"run `personaspace calibrate {args.axis}` or pass --capping-config FILE",
-            )
+        return RunFolder(args.axis).capping().interventions(args.cap, scope=args.scope)
     else:
         raise PersonaspaceError(
             "--cap needs a capping config", fix="pass --capping-config FILE or a run folder"
@@ -131,10 +126,9 @@ def run_chat(args: argparse.Namespace) -> int:
     steering: list[Intervention] = []
     chat = LiveChat(lm, axis, system=args.system, layers=layers, sampling=sampling)
     if args.steer is not None:
-        steering = steer_along_axis(
-            axis, run_calibration(args.axis), args.steer, chat.layers, args.scope
-        )
-    calibration = run_calibration_if_any(args.axis)
+        unit = run_folder_for(args.axis, "steering").calibration()
+        steering = steer_along_axis(axis, unit, args.steer, chat.layers, args.scope)
+    calibration = calibration_for(args.axis)
     floors = {
         layer: calibration.tau(layer, 25)
         for layer in chat.layers

@@ -7,13 +7,24 @@ import re
 from pathlib import Path
 from typing import Any
 
-from personaspace.analysis.compare import MODES, check_options, compare_runs
-from personaspace.analysis.compare_load import load_compared_run
+from personaspace.analysis.compare import MODES, check_settings, compare_runs
+from personaspace.cli.common import print_rows
 from personaspace.errors import PersonaspaceError
 from personaspace.fileformat import write_json
+from personaspace.report.compare_report import compare_figures, headline_rows, write_compare_report
+from personaspace.runfolder import RunFolder
+
+# Library parameters and the options that set them (errors name the option).
+COMPARE_FLAGS = {
+    "top": "--top",
+    "k": "--k",
+    "n_permutations": "--permutations",
+    "n_bootstrap": "--bootstrap",
+}
+STEERING_FLAGS = {"samples_per_prompt": "--samples", "max_new_tokens": "--steer-tokens"}
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "compare",
         help="compare two axis runs: base vs instruct (same architecture) or any two models",
@@ -42,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "completions (see `personaspace steer-base`)",
     )
     add_steering_arguments(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, param_flags={**COMPARE_FLAGS, **STEERING_FLAGS})
 
 
 def add_steering_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,31 +78,25 @@ def _slug(text: str) -> str:
 
 
 def _headline(result: dict[str, Any]) -> None:
-    from personaspace.report.compare_html import headline_rows
-
     rows = headline_rows(result)
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+    print_rows(rows)
     for note in result["notes"]:
         print(f"note: {note}")
 
 
 def run(args: argparse.Namespace) -> int:
-    from personaspace.report.compare_html import compare_figures, write_compare_report
-
-    check_options(
+    check_settings(
         k=args.k, top=args.top, n_permutations=args.permutations, n_bootstrap=args.bootstrap
     )
     if args.steer_base:
         from personaspace.cli.steer_base_cmd import steering_settings
 
         steering_settings(args)  # bad --coefs or --samples fail before any work
-    a = load_compared_run(args.run_a, layer=args.layer_a)
-    b = load_compared_run(args.run_b, layer=args.layer_b)
+    a = RunFolder(args.run_a).compared(layer=args.layer_a)
+    b = RunFolder(args.run_b).compared(layer=args.layer_b)
     if a.label == b.label:
-        a = load_compared_run(args.run_a, label="A:" + a.label, layer=args.layer_a)
-        b = load_compared_run(args.run_b, label="B:" + b.label, layer=args.layer_b)
+        a = RunFolder(args.run_a).compared(label="A:" + a.label, layer=args.layer_a)
+        b = RunFolder(args.run_b).compared(label="B:" + b.label, layer=args.layer_b)
     if args.steer_base and a.hidden_size != b.hidden_size:
         raise PersonaspaceError(
             f"--steer-base adds RUN_B's axis to RUN_A's model, but their hidden sizes differ "

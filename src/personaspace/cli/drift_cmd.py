@@ -4,30 +4,32 @@ from __future__ import annotations
 
 import argparse
 import csv
-from dataclasses import asdict
 
 from tqdm import tqdm
 
+from personaspace.capture.sampling import SamplingConfig
 from personaspace.catalogue import SCENARIO_DOMAINS, load_catalogue
+from personaspace.cli.common import parse_names
 from personaspace.cli.experiment_args import (
     add_axis_options,
     load_axis_arg,
     model_for_axis,
     out_folder,
 )
-from personaspace.experiments.conditions import (
-    baseline,
-    cap_condition,
-    load_run_capping,
-    parse_names,
+from personaspace.experiments.conditions import baseline, cap_condition, load_run_capping
+from personaspace.experiments.drift import (
+    DRIFT_SAMPLING,
+    DriftSettings,
+    pick_scenarios,
+    run_drift,
+    total_replies,
 )
-from personaspace.experiments.drift import DriftSettings, pick_scenarios, run_drift, total_replies
 from personaspace.experiments.drift_report import summarize_drift
 from personaspace.experiments.plots import plot_drift
 from personaspace.fileformat import atomic_write, write_json
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "drift",
         help="play scripted multi-turn scenarios and track each reply on the Assistant Axis",
@@ -51,13 +53,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="capping experiment of RUN/capping.safetensors (repeatable or comma-separated)",
     )
     parser.add_argument("--cap-scope", choices=("all", "generated"), default="all")
-    parser.add_argument("--max-new-tokens", type=int, default=DriftSettings.max_new_tokens)
-    parser.add_argument("--temperature", type=float, default=DriftSettings.temperature)
-    parser.add_argument("--top-p", type=float, default=DriftSettings.top_p)
-    parser.add_argument("--seed", type=int, default=DriftSettings.seed)
+    parser.add_argument("--max-new-tokens", type=int, default=DRIFT_SAMPLING.max_new_tokens)
+    parser.add_argument("--temperature", type=float, default=DRIFT_SAMPLING.temperature)
+    parser.add_argument("--top-p", type=float, default=DRIFT_SAMPLING.top_p)
+    parser.add_argument("--seed", type=int, default=DRIFT_SAMPLING.seed)
     parser.add_argument("--catalogue", metavar="DIR", default=None, help="your catalogue folder")
     parser.add_argument("--out", default=None, help="default: runs/drift-<axis run name>")
-    parser.set_defaults(run=run)
+    parser.set_defaults(
+        run=run, param_flags={"batch_size": "--batch-size", "per_domain": "--scenarios"}
+    )
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -68,10 +72,12 @@ def run(args: argparse.Namespace) -> int:
     catalogue = load_catalogue(args.catalogue)
     scenarios = pick_scenarios(catalogue.scenarios, parse_names(args.domains), args.scenarios)
     settings = DriftSettings(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
+        SamplingConfig(
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            seed=args.seed,
+        ),
         batch_size=args.batch_size,
     )
     axis = load_axis_arg(args)
@@ -104,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
             "axis": axis.source,
             "axis_sha256": axis.fingerprint(),
             "layers": layers,
-            "settings": asdict(settings),
+            "settings": settings.to_json(),
             "conditions": {c.name: c.steering_config for c in conditions},
             "scenarios": {name: [t["scenario"] for t in ts] for name, ts in runs.items()},
             "summary": summary,
@@ -129,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(summary: dict) -> None:  # type: ignore[type-arg]
+def _print_summary(summary: dict) -> None:
     print(f"\nprojection on the axis at layer {summary['layer']} (higher = nearer the Assistant)")
     for name, result in summary["conditions"].items():
         print(f"\n[{name}]")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from personaspace.cli.monitor_cmd import model_spec_for, parse_layers
+from personaspace.cli.common import model_spec_for, parse_layers
 from personaspace.errors import PersonaspaceError
 from personaspace.models import LoadedModel, load_model
-from personaspace.monitor import Axis, load_axis, resolve_layers
+from personaspace.monitor import resolve_layers
+from personaspace.runfolder import load_axis
+from personaspace.vectors.axis import Axis
 
 
 def add_axis_options(parser: argparse.ArgumentParser) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 from personaspace.errors import PersonaspaceError
 from personaspace.interop.control_vector import write_control_vector
 from personaspace.interop.reference import write_reference_layout
-from personaspace.pipeline.results import load_run
+from personaspace.runfolder import run_vectors
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("export", help="export a run: reference .pt layout or llama.cpp GGUF")
     parser.add_argument("run_dir", metavar="RUN", help="an axis run folder")
     parser.add_argument("--format", choices=("reference", "gguf"), required=True)
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    vectors = load_run(args.run_dir)
+    vectors = run_vectors(args.run_dir)
     if args.format == "reference":
         if vectors.default is None:
             raise PersonaspaceError(

@@ -49,6 +49,41 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"personaspace: error: {message}: see `{self.prog} --help`\n")
 
 
+def option_for(parser: argparse.ArgumentParser, param: str) -> str | None:
+    """The command-line option that sets library parameter ``param``, as the command declares
+    it (``parser.set_defaults(param_flags={"n_bootstrap": "--bootstrap"})``).
+
+    Example:
+        >>> p = argparse.ArgumentParser()
+        >>> p.set_defaults(param_flags={"n_bootstrap": "--bootstrap"})
+        >>> option_for(p, "n_bootstrap"), option_for(p, "x")
+        ('--bootstrap', None)
+    """
+    flags = parser.get_default("param_flags") or {}
+    option = flags.get(param)
+    return str(option) if option is not None else None
+
+
+def cli_message(err: PersonaspaceError, parser: argparse.ArgumentParser | None) -> str:
+    """The error as the command line shows it: a parameter the library names becomes the
+    option that set it (``top is 0`` from ``--top 0`` reads ``--top is 0``).
+
+    Example:
+        >>> p = argparse.ArgumentParser()
+        >>> p.set_defaults(param_flags={"top": "--top"})
+        >>> cli_message(PersonaspaceError("top is 0", fix="give at least 2", param="top"), p)
+        '--top is 0: give at least 2'
+    """
+    option = option_for(parser, err.param) if parser is not None and err.param else None
+    if option is None or err.param is None:
+        return str(err)
+    if err.problem.startswith(f"{err.param} "):
+        problem = option + err.problem[len(err.param) :]
+    else:
+        problem = f"{option}: {err.problem}"
+    return str(PersonaspaceError(problem, fix=err.fix))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="personaspace",
@@ -62,6 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subparser(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found = action.choices.get(args.command)
+            return found if isinstance(found, argparse.ArgumentParser) else None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -73,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PersonaspaceError as err:
         if args.debug:
             raise
-        print(f"personaspace: error: {err}", file=sys.stderr)
+        print(f"personaspace: error: {cli_message(err, _subparser(parser, args))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("personaspace: interrupted", file=sys.stderr)

@@ -4,21 +4,34 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TypedDict
 
 from personaspace.models.bundled import BUNDLED_MODELS, DEFAULT_MODEL
 from personaspace.models.cache import cache_root, gguf_cache_dir, is_cached
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("models", help="list the bundled models")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(run=run)
 
 
-def describe(alias: str) -> dict[str, object]:
+class ModelRow(TypedDict):
+    alias: str
+    default: bool
+    kind: str
+    licence: str
+    installed: bool
+    cached: bool
+    parameters: int | None
+    layers: int | None
+    hidden_size: int | None
+
+
+def describe(alias: str) -> ModelRow:
     """Installed/cached status and shape of a bundled model, read from its GGUF header."""
     bundled = BUNDLED_MODELS[alias]
-    row: dict[str, object] = {
+    row: ModelRow = {
         "alias": alias,
         "default": alias == DEFAULT_MODEL,
         "kind": "chat" if bundled.chat_tuned else "base",

@@ -5,60 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from personaspace.cli.common import load_axis_and_model, parse_layers
 from personaspace.errors import PersonaspaceError
 from personaspace.fileformat import atomic_write, write_json
-from personaspace.interventions.calibration import Calibration, load_calibration
-from personaspace.models import BUNDLED_MODELS, DEFAULT_MODEL, LoadedModel, load_model
-from personaspace.models.loading import HUB_ID
-from personaspace.monitor.axis import CALIBRATION_FILE, Axis, load_axis
 from personaspace.monitor.plot import COLOR_BY, trajectory_png
 from personaspace.monitor.report import monitor_transcripts
 from personaspace.monitor.transcripts import read_transcripts
+from personaspace.runfolder import calibration_for
 
 
-def parse_layers(text: str | None, option: str = "--layers") -> list[int] | None:
-    """``"10,15,20"`` -> ``[10, 15, 20]``; ``None`` stays ``None`` (the default layer)."""
-    if text is None:
-        return None
-    try:
-        layers = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError as err:
-        raise PersonaspaceError(
-            f"{option} {text!r} is not a comma-separated list of integers",
-            fix=f"e.g. {option} 10,15,20",
-        ) from err
-    if not layers:
-        raise PersonaspaceError(f"{option} is empty", fix=f"e.g. {option} 15")
-    return layers
-
-
-def model_spec_for(axis: Axis, spec: str | None) -> str:
-    """``--model`` if given, else the axis's model when it names one we can load."""
-    if spec:
-        return spec
-    model_id = axis.model_id
-    if model_id in BUNDLED_MODELS or Path(model_id).exists() or HUB_ID.match(model_id):
-        return model_id
-    return DEFAULT_MODEL
-
-
-def load_axis_and_model(axis_path: str, spec: str | None) -> tuple[Axis, LoadedModel]:
-    """The axis (checked) and the model it is read with (checked against it)."""
-    axis = load_axis(axis_path)
-    lm = load_model(model_spec_for(axis, spec))
-    axis.check_model(lm)
-    return axis, lm
-
-
-def run_calibration_if_any(axis_path: str) -> Calibration | None:
-    """The run folder's calibration, or ``None`` for an uncalibrated run or a lone file."""
-    folder = Path(axis_path)
-    if folder.is_dir() and (folder / CALIBRATION_FILE).is_file():
-        return load_calibration(folder)
-    return None
-
-
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "monitor",
         help="project each assistant turn of transcripts on the Assistant Axis",
@@ -93,7 +49,7 @@ def run_monitor(args: argparse.Namespace) -> int:
         raise PersonaspaceError(f"--percentile is {args.percentile}", fix="use 0..100, e.g. 25")
     if args.batch_size < 1:
         raise PersonaspaceError(f"--batch-size is {args.batch_size}", fix="use 1 or more")
-    calibration = run_calibration_if_any(args.axis)
+    calibration = calibration_for(args.axis)
     axis, lm = load_axis_and_model(args.axis, args.model)
     report = monitor_transcripts(
         lm,

@@ -7,13 +7,12 @@ import os
 from pathlib import Path
 
 from personaspace.errors import PersonaspaceError
+from personaspace.runfolder import CAPPING_FILE, calibration_for
 
 DEFAULT_AXIS = Path("runs/axis-smollm2-135m-instruct-quick")
-CAPPING_FILE = "capping.safetensors"
-CALIBRATION_FILE = "calibration.safetensors"
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "serve",
         help="serve a model over an OpenAI-compatible API with capping, plus a live web app",
@@ -60,7 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--max-pending", type=int, default=64, help="queued generations before a 429"
     )
     parser.add_argument("--no-access-log", action="store_true", help="do not log each request")
-    parser.set_defaults(run=run_serve)
+    parser.set_defaults(
+        run=run_serve, param_flags={"host": "--host", "port": "--port", "default_cap": "--cap"}
+    )
 
 
 def _axis_path(option: str | None) -> Path:
@@ -84,10 +85,9 @@ def _capping_path(option: str | None, axis: Path) -> Path | None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from personaspace.cli.monitor_cmd import model_spec_for, parse_layers
-    from personaspace.interventions import load_calibration, load_capping_config
+    from personaspace.cli.common import model_spec_for, parse_layers
     from personaspace.models import load_model
-    from personaspace.monitor import load_axis
+    from personaspace.runfolder import load_axis
     from personaspace.serve import (
         API_KEY_ENV,
         Limits,
@@ -96,6 +96,7 @@ def run_serve(args: argparse.Namespace) -> int:
         create_app,
         serve_forever,
     )
+    from personaspace.vectors.capping import load_capping_config
 
     # Check everything cheap before loading the model.
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
@@ -114,8 +115,7 @@ def run_serve(args: argparse.Namespace) -> int:
     axis = load_axis(axis_path)
     capping_path = _capping_path(args.capping, axis_path)
     capping = load_capping_config(capping_path) if capping_path else None
-    calibration_file = axis_path / CALIBRATION_FILE
-    calibration = load_calibration(calibration_file) if calibration_file.is_file() else None
+    calibration = calibration_for(axis_path)
     spec = model_spec_for(axis, args.model)
     lm = load_model(spec)
     engine = ServeEngine(

@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
-from personaspace.analysis.base_steering import (
+from personaspace.catalogue import load_catalogue
+from personaspace.cli.common import parse_coefs
+from personaspace.cli.compare_cmd import STEERING_FLAGS, _slug, add_steering_arguments
+from personaspace.errors import PersonaspaceError
+from personaspace.experiments.base_steering import (
     DEFAULT_COEFS,
+    STEERING_SAMPLING,
     SteeringSettings,
-    parse_coefs,
     residual_norm,
     role_reference,
     steer_base_model,
 )
-from personaspace.analysis.compare_load import load_compared_run
-from personaspace.catalogue import load_catalogue
-from personaspace.cli.compare_cmd import _slug, add_steering_arguments
-from personaspace.errors import PersonaspaceError
-from personaspace.fileformat import read_json, write_json
+from personaspace.fileformat import write_json
+from personaspace.runfolder import RunFolder, load_axis
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "steer-base",
         help="steer a base model along an axis (its own or its instruct model's) and judge "
@@ -37,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--model", default=None, help="default: the model RUN_BASE was run on")
     parser.add_argument("--out", default=None, help="output folder (default: runs/steer-RUN)")
     add_steering_arguments(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, param_flags=STEERING_FLAGS)
 
 
 def steering_settings(args: argparse.Namespace) -> SteeringSettings:
@@ -52,7 +54,7 @@ def steering_settings(args: argparse.Namespace) -> SteeringSettings:
     return SteeringSettings(
         coefs=parse_coefs(args.coefs) if args.coefs else DEFAULT_COEFS,
         samples_per_prompt=args.samples,
-        max_new_tokens=args.steer_tokens,
+        sampling=dataclasses.replace(STEERING_SAMPLING, max_new_tokens=args.steer_tokens),
     )
 
 
@@ -62,7 +64,6 @@ def run_steering(args: argparse.Namespace, base_folder: Path, axis_source: Path)
     Everything that can be checked without the model is checked before it loads.
     """
     from personaspace.models import load_model
-    from personaspace.monitor import load_axis
 
     if not base_folder.is_dir():
         raise PersonaspaceError(
@@ -70,19 +71,17 @@ def run_steering(args: argparse.Namespace, base_folder: Path, axis_source: Path)
             fix="pass the --out folder of `personaspace axis --model BASE_MODEL`",
         )
     settings = steering_settings(args)
-    header = (
-        read_json(base_folder / "config.json") if (base_folder / "config.json").is_file() else {}
-    )
-    model = getattr(args, "model", None) or header.get("config", {}).get("model")
+    run = RunFolder(base_folder)
+    model = getattr(args, "model", None) or run.settings().get("model")
     if not model:
         raise PersonaspaceError(
             f"{base_folder} does not say which model it was run on", fix="pass --model"
         )
-    base = load_compared_run(base_folder)
+    base = run.compared()
     layer = base.analysis_layer if args.steer_layer is None else args.steer_layer
     row = base.row(layer)
     axis = load_axis(axis_source)
-    base_axis = load_axis(base_folder)
+    base_axis = run.axis()
     print(f"steering {model} at layer {layer} with the axis of {axis_source} ...", file=sys.stderr)
     lm = load_model(model)
     axis.check_model(lm)

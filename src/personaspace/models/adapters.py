@@ -117,6 +117,14 @@ def adapter_for(model: nn.Module) -> ArchitectureAdapter:
     )
 
 
-def block_output(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """The residual-stream tensor in a decoder block's forward output (some return tuples)."""
-    return output[0] if isinstance(output, tuple) else output
+def block_output(output: object) -> torch.Tensor:
+    """The residual-stream tensor in a decoder block's forward output (some return tuples).
+
+    Example:
+        >>> block_output((torch.ones(1), None)).tolist(), block_output(torch.zeros(1)).tolist()
+        ([1.0], [0.0])
+    """
+    hidden = output[0] if isinstance(output, tuple) else output
+    if not isinstance(hidden, torch.Tensor):
+        raise TypeError(f"a decoder block returned {type(hidden).__name__}, not a tensor")
+    return hidden

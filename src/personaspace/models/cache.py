@@ -15,8 +15,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from safetensors.torch import save_model
+from torch import nn
 
 CACHE_ENV = "PERSONASPACE_CACHE"
 COMPLETE_MARKER = "personaspace-complete"
@@ -49,14 +51,14 @@ def is_cached(folder: Path) -> bool:
     return (folder / COMPLETE_MARKER).is_file()
 
 
-def write_cache(folder: Path, model, tokenizer) -> None:  # type: ignore[no-untyped-def]
+def write_cache(folder: Path, model: nn.Module, tokenizer: Any) -> None:
     """Save ``model`` and ``tokenizer`` to ``folder`` atomically (temp folder, then rename)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         # transformers refuses save_pretrained on a GGUF-loaded model; the weights are plain
         # fp32 tensors by now, so write them and a config without the "gguf" quantization entry.
-        config = copy.deepcopy(model.config)
+        config: Any = copy.deepcopy(model.config)
         if hasattr(config, "quantization_config"):
             del config.quantization_config
         config.save_pretrained(tmp)

@@ -86,7 +86,7 @@ def _from_folder(folder: Path, dtype: torch.dtype, device: str) -> tuple[nn.Modu
             f"could not load the checkpoint in {folder} ({_first_line(err)})",
             fix="check that its weight and tokenizer files are complete (re-download or re-save)",
         ) from err
-    return model.to(device), tokenizer
+    return _on_device(model, device), tokenizer
 
 
 def _from_gguf(path: Path, dtype: torch.dtype, device: str) -> tuple[nn.Module, Any]:
@@ -126,7 +126,11 @@ def _from_hub(model_id: str, dtype: torch.dtype, device: str) -> tuple[nn.Module
             f"could not load '{model_id}' from the hub ({_first_line(err)})",
             fix="check the model id, your access to it, and HF_TOKEN",
         ) from err
-    return model.to(device), tokenizer
+    return _on_device(model, device), tokenizer
+
+
+def _on_device(model: nn.Module, device: str) -> nn.Module:
+    return model.to(torch.device(device))
 
 
 def _first_line(err: BaseException) -> str:

@@ -19,7 +19,6 @@ import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,14 +28,13 @@ from personaspace.capture.generate import generate
 from personaspace.capture.sampling import SamplingConfig
 from personaspace.conversation.format import FormattedConversation, format_conversation
 from personaspace.conversation.messages import Message, as_messages
-from personaspace.conversation.transcript import PLAIN_STOP_STRINGS
 from personaspace.errors import PersonaspaceError
-from personaspace.interventions.calibration import Calibration, load_calibration
+from personaspace.fileformat import finite_or_none
 from personaspace.interventions.hooks import InterventionHandle, intervene
-from personaspace.interventions.operations import Intervention, Scope, steer
 from personaspace.models.loading import LoadedModel
-from personaspace.monitor.axis import Axis
 from personaspace.monitor.projection import resolve_layers
+from personaspace.vectors.axis import Axis
+from personaspace.vectors.intervention import Intervention
 
 
 @dataclass
@@ -71,14 +69,11 @@ class TurnResult:
         """A JSON-ready dict (layers as string keys; NaN as ``None``).
 
         Example:
-            >>> r = TurnResult("Hi", [5], "stop", [3], {3: 1.5}, [], None)  # type: ignore
-            >>> r.to_json()["projection"]
+            >>> p = FormattedConversation("", [1], [], "plain", 1)
+            >>> TurnResult("Hi", [5], "stop", [3], {3: 1.5}, [], p).to_json()["projection"]
             {'3': 1.5}
         """
-
-        def number(v: float) -> float | None:
-            return None if v != v else float(v)
-
+        number = finite_or_none
         data: dict[str, Any] = {
             "text": self.text,
             "n_tokens": len(self.token_ids),
@@ -121,20 +116,6 @@ def _prompt_snapshot(model: nn.Module, handle: InterventionHandle) -> Iterator[d
             snapshot.update(handle.engaged_tokens(0))
 
 
-def default_sampling(lm: LoadedModel, sampling: SamplingConfig | None = None) -> SamplingConfig:
-    """``sampling`` (greedy, 128 tokens by default) with the plain-format stop string for base
-    models, which otherwise write the next user turn themselves.
-
-    Example:
-        >>> default_sampling(lm).stop_strings  # doctest: +SKIP
-        ()
-    """
-    config = sampling or SamplingConfig()
-    if not lm.chat_tuned and not config.stop_strings:
-        config = dataclasses.replace(config, stop_strings=PLAIN_STOP_STRINGS)
-    return config
-
-
 def chat_turn(
     lm: LoadedModel,
     axis: Axis,
@@ -166,10 +147,12 @@ def chat_turn(
     axis.check_model(lm)
     chosen = resolve_layers(axis, lm, layers)
     history = as_messages(messages)
-    prompt = format_conversation(lm.tokenizer, history, add_generation_prompt=True)
-    units = torch.stack([axis.unit(layer) for layer in chosen])  # [L, H]
+    prompt = format_conversation(
+        lm.tokenizer, history, add_generation_prompt=True, use_chat_template=lm.chat_tuned
+    )
+    units = axis.units_at(chosen)  # [L, H]
     reductions = ("response_mean", "all_tokens") if per_token else ("response_mean",)
-    config = default_sampling(lm, sampling)
+    config = (sampling or SamplingConfig()).for_model(lm.chat_tuned)
     with (
         intervene(lm, interventions) as handle,
         _prompt_snapshot(lm.model, handle) as prompt_counts,
@@ -225,7 +208,7 @@ class LiveChat:
         self.system = system.strip() if system and system.strip() else None
         self.layers = resolve_layers(axis, lm, layers)
         self.interventions: list[Intervention] = list(interventions)
-        self.sampling = default_sampling(lm, sampling)
+        self.sampling = (sampling or SamplingConfig()).for_model(lm.chat_tuned)
         self.per_token = per_token
         self.turns: list[TurnResult] = []
 
@@ -286,47 +269,3 @@ def run_conversation(
     )
     for text in user_turns:
         yield chat.send(text)
-
-
-def run_calibration(run: str | Path) -> Calibration:
-    """The calibration of an axis run folder (steering units and capping floors).
-
-    Example:
-        >>> run_calibration("runs/axis-smollm2-135m-instruct-quick").norm(15)  # doctest: +SKIP
-        9.87
-    """
-    folder = Path(run)
-    if not folder.is_dir():
-        raise PersonaspaceError(
-            f"{folder} is an axis file, but steering units come from a calibrated run folder",
-            fix="pass the run folder and run `personaspace calibrate RUN` once",
-        )
-    return load_calibration(folder)
-
-
-def steer_along_axis(
-    axis: Axis,
-    calibration: Calibration,
-    coef_frac: float,
-    layers: Sequence[int],
-    scope: Scope = "all",
-) -> list[Intervention]:
-    """Additive steering along the unit axis at ``layers``: ``coef_frac`` x the layer's norm.
-
-    Example:
-        >>> a = Axis("m", [0], torch.tensor([[0.0, 2.0]]), 1, "x")
-        >>> cal = Calibration("m", [0], torch.tensor([10.0]), torch.zeros(1, 101), 1, 1, "x")
-        >>> [s] = steer_along_axis(a, cal, 0.5, [0])
-        >>> s.apply(torch.zeros(2))
-        tensor([0., 5.])
-    """
-    missing = [layer for layer in layers if layer not in calibration.layers]
-    if missing:
-        raise PersonaspaceError(
-            f"the calibration has no residual norm for layer(s) {missing}",
-            fix="recalibrate the run (personaspace calibrate RUN) or steer another layer",
-        )
-    return [
-        steer(layer, axis.unit(layer), coef_frac, calibration.norm(layer), scope)
-        for layer in layers
-    ]

@@ -6,18 +6,16 @@ Every transcript is one line; lines are coloured by input file or by the transcr
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Literal
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from personaspace.errors import PersonaspaceError
 from personaspace.monitor.report import MonitoredTranscript, MonitorReport
+from personaspace.report.plots import render_png
 
 ColorBy = Literal["file", "domain"]
 COLOR_BY: tuple[str, ...] = ("file", "domain")
@@ -54,11 +52,12 @@ def trajectory_png(report: MonitorReport, color_by: str = "file") -> bytes:
     """
     groups = [colour_group(item, color_by) for item in report.items]
     order = list(dict.fromkeys(groups))
-    palette = plt.get_cmap("tab10" if len(order) <= 10 else "tab20")
+    palette = colormaps["tab10" if len(order) <= 10 else "tab20"]
     colours = {g: palette(i % palette.N) for i, g in enumerate(order)}
     n = len(report.layers)
-    fig, axes = plt.subplots(n, 1, figsize=(8, 2.2 + 2.3 * n), dpi=110, sharex=True, squeeze=False)
-    try:
+
+    def draw(fig: Figure) -> None:
+        axes = fig.subplots(n, 1, sharex=True, squeeze=False)
         for panel, layer in enumerate(report.layers):
             ax = axes[panel][0]
             labelled: set[str] = set()
@@ -95,9 +94,5 @@ def trajectory_png(report: MonitorReport, color_by: str = "file") -> bytes:
             f"{report.model_id}: projection on the Assistant Axis per turn (up = Assistant)",
             fontsize=10,
         )
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-    finally:
-        plt.close(fig)
-    return buffer.getvalue()
+
+    return render_png(draw, (8, 2.2 + 2.3 * n), dpi=110)

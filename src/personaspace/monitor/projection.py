@@ -16,7 +16,7 @@ from personaspace.capture.teacher import capture_conversations
 from personaspace.conversation.format import FormattedConversation, TokenSpan
 from personaspace.errors import PersonaspaceError
 from personaspace.models.loading import LoadedModel
-from personaspace.monitor.axis import Axis
+from personaspace.vectors.axis import Axis
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Trajectory:
 def resolve_layers(axis: Axis, lm: LoadedModel, layers: Sequence[int] | None) -> list[int]:
     """The layers to use: ``layers`` (negative from the end) or the axis's middle layer."""
     if layers is None:
-        return [axis.layers[len(axis.layers) // 2]]
+        return [axis.middle_layer]
     chosen = lm.adapter.check_layers(list(layers))
     missing = [layer for layer in chosen if layer not in axis.layers]
     if missing:
@@ -95,7 +95,7 @@ def project_turns(
                 f"conversation {index} has no assistant turn",
                 fix="monitoring projects assistant turns; give a transcript with replies",
             )
-    units = torch.stack([axis.unit(layer) for layer in chosen])  # [L, H]
+    units = axis.units_at(chosen)  # [L, H]
     captures = capture_conversations(
         lm, conversations, layers=chosen, all_tokens=per_token, batch_size=batch_size
     )

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from personaspace.capture.forward import check_fits
 from personaspace.conversation.format import format_conversation
 from personaspace.errors import PersonaspaceError
-from personaspace.interventions.calibration import Calibration
+from personaspace.fileformat import finite_or_none
 from personaspace.models.loading import LoadedModel
-from personaspace.monitor.axis import Axis
 from personaspace.monitor.projection import Trajectory, project_turns, resolve_layers
 from personaspace.monitor.transcripts import Transcript
+from personaspace.vectors.axis import Axis
+from personaspace.vectors.calibration import Calibration
 
 PROJECTION_DEFINITION = (
     "mean over the assistant turn's content tokens of h . u, with h the residual stream "
@@ -94,7 +95,7 @@ class MonitorReport:
                     row["tokens"] = {
                         "text": item.token_texts[index] if item.token_texts else None,
                         "projection": {
-                            str(layer): [_number(v[i]) for v in values]
+                            str(layer): [finite_or_none(v[i]) for v in values]
                             for i, layer in enumerate(self.layers)
                         },
                     }
@@ -138,7 +139,7 @@ class MonitorReport:
             t = item.transcript
             for index, span in enumerate(item.trajectory.spans):
                 for col, layer in enumerate(self.layers):
-                    value = float(item.trajectory.turns[index, col])
+                    value = finite_or_none(float(item.trajectory.turns[index, col]))
                     threshold = self.thresholds.get(layer)
                     writer.writerow(
                         [
@@ -149,7 +150,7 @@ class MonitorReport:
                             span.message_index,
                             len(span),
                             layer,
-                            "" if math.isnan(value) else repr(value),
+                            "" if value is None else repr(value),
                             "" if threshold is None else repr(threshold),
                         ]
                     )
@@ -174,34 +175,13 @@ class MonitorReport:
         return "\n".join(lines)
 
 
-def _number(value: float) -> float | None:
-    return None if math.isnan(value) else float(value)
-
-
 def _by_layer(layers: list[int], values: list[float]) -> dict[str, float | None]:
-    return {str(layer): _number(v) for layer, v in zip(layers, values)}
+    return {str(layer): finite_or_none(v) for layer, v in zip(layers, values)}
 
 
 def _cell(value: float | None) -> str:
-    return f"{'-':>9}" if value is None or math.isnan(value) else f"{value:>9.3f}"
-
-
-def calibrated_thresholds(
-    calibration: Calibration | None, layers: Sequence[int], percentile: float
-) -> dict[int, float]:
-    """The floor ``tau`` at ``percentile`` for each of ``layers`` the calibration covers.
-
-    Example:
-        >>> import torch
-        >>> cal = Calibration("m", [2], torch.ones(1), torch.arange(101.0)[None], 9, 1, "x")
-        >>> calibrated_thresholds(cal, [2, 3], 25)
-        {2: 25.0}
-    """
-    if calibration is None:
-        return {}
-    return {
-        layer: calibration.tau(layer, percentile) for layer in layers if layer in calibration.layers
-    }
+    shown = None if value is None else finite_or_none(value)
+    return f"{'-':>9}" if shown is None else f"{shown:>9.3f}"
 
 
 def monitor_transcripts(
@@ -240,9 +220,11 @@ def monitor_transcripts(
     formatted = []
     for t in transcripts:
         try:
-            formatted.append(format_conversation(lm.tokenizer, t.messages))
+            conv = format_conversation(lm.tokenizer, t.messages, use_chat_template=lm.chat_tuned)
+            check_fits(lm, len(conv.input_ids), "the transcript")
         except PersonaspaceError as err:
-            raise PersonaspaceError(f"{t.source}: {err.problem}", fix=err.fix) from err
+            raise err.within(t.source) from err
+        formatted.append(conv)
     trajectories = project_turns(
         lm, axis, formatted, layers=chosen, per_token=per_token, batch_size=batch_size
     )
@@ -260,7 +242,7 @@ def monitor_transcripts(
         axis_source=axis.source,
         layers=chosen,
         items=items,
-        thresholds=calibrated_thresholds(calibration, chosen, percentile),
+        thresholds={} if calibration is None else calibration.thresholds(chosen, percentile),
         percentile=percentile,
         calibration_source=calibration.source if calibration is not None else None,
     )

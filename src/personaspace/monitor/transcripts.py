@@ -100,7 +100,7 @@ def _messages(raw: object, source: str) -> list[Message]:
     try:
         messages = as_messages(items)
     except PersonaspaceError as err:
-        raise PersonaspaceError(f"{source}: {err.problem}", fix=err.fix) from err
+        raise err.within(source) from err
     if not any(m.role == "assistant" for m in messages):
         raise PersonaspaceError(
             f"{source} has no assistant turns",

@@ -1,0 +1,119 @@
+"""What several commands share: parsing list options, and the axis with the model it fits."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from personaspace.errors import PersonaspaceError
+from personaspace.models import BUNDLED_MODELS, DEFAULT_MODEL, LoadedModel, load_model
+from personaspace.models.loading import HUB_ID
+from personaspace.runfolder import load_axis
+from personaspace.vectors.axis import Axis
+
+
+def parse_layers(text: str | None, option: str = "--layers") -> list[int] | None:
+    """``"10,15,20"`` -> ``[10, 15, 20]``; ``None`` stays ``None`` (the default layer).
+
+    Example:
+        >>> parse_layers("10, 15"), parse_layers(None)
+        ([10, 15], None)
+    """
+    if text is None:
+        return None
+    try:
+        layers = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        raise PersonaspaceError(
+            f"{option} {text!r} is not a comma-separated list of integers",
+            fix=f"e.g. {option} 10,15,20",
+        ) from err
+    if not layers:
+        raise PersonaspaceError(f"{option} is empty", fix=f"e.g. {option} 15")
+    return layers
+
+
+def parse_names(text: str | None) -> list[str]:
+    """Comma-separated names, blanks dropped.
+
+    Example:
+        >>> parse_names(" a, b,,c ")
+        ['a', 'b', 'c']
+    """
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+def parse_numbers(text: str, what: str) -> list[float]:
+    """``"0.1, 0.25"`` -> ``[0.1, 0.25]``, with a one-line error for anything else.
+
+    Example:
+        >>> parse_numbers("0.1,-0.25", "--steer")
+        [0.1, -0.25]
+    """
+    values = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError as err:
+            raise PersonaspaceError(
+                f"{what}: '{part}' is not a number",
+                fix="give comma-separated numbers, e.g. 0.1,0.2",
+            ) from err
+        if not math.isfinite(value):
+            raise PersonaspaceError(f"{what}: '{part}' is not finite", fix="give finite numbers")
+        values.append(value)
+    return values
+
+
+def parse_coefs(text: str, option: str = "--coefs") -> tuple[float, ...]:
+    """``"0,0.1,0.2"`` -> ``(0.0, 0.1, 0.2)``: a non-empty list of finite numbers.
+
+    Example:
+        >>> parse_coefs("0, 0.2,-0.4")
+        (0.0, 0.2, -0.4)
+    """
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as err:
+        raise PersonaspaceError(
+            f"{option} {text!r} is not a comma-separated list of numbers", fix="e.g. 0,0.2,0.4"
+        ) from err
+    if not values:
+        raise PersonaspaceError(f"{option} is empty", fix="e.g. 0,0.2,0.4")
+    if not all(math.isfinite(v) for v in values):
+        raise PersonaspaceError(f"{option} {text!r} holds a non-finite value", fix="e.g. 0,0.2,0.4")
+    return values
+
+
+def print_rows(rows: Sequence[tuple[str, object]]) -> None:
+    """Print (name, value) rows as two aligned columns.
+
+    Example:
+        >>> print_rows([("model", "m"), ("roles kept", 3)])
+        model       m
+        roles kept  3
+    """
+    width = max((len(k) for k, _ in rows), default=0)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+
+
+def model_spec_for(axis: Axis, spec: str | None) -> str:
+    """``--model`` if given, else the axis's model when it names one we can load."""
+    if spec:
+        return spec
+    model_id = axis.model_id
+    if model_id in BUNDLED_MODELS or Path(model_id).exists() or HUB_ID.match(model_id):
+        return model_id
+    return DEFAULT_MODEL
+
+
+def load_axis_and_model(axis_path: str | Path, spec: str | None) -> tuple[Axis, LoadedModel]:
+    """The axis (checked) and the model it is read with (checked against it)."""
+    axis = load_axis(axis_path)
+    lm = load_model(model_spec_for(axis, spec))
+    axis.check_model(lm)
+    return axis, lm
