@@ -38,8 +38,9 @@ import torch
 from personaspace import load_model
 from personaspace.capture.generate import end_of_turn_ids
 from personaspace.catalogue import load_catalogue, select
+from personaspace.conversation.prompts import format_prompt
 from personaspace.pipeline import AxisConfig
-from personaspace.pipeline.run import _groups, _prompts
+from personaspace.pipeline.run import _groups
 from personaspace.pipeline.work import build_work
 
 
@@ -66,7 +67,7 @@ def plain_generation(model: str, preset: str, config: AxisConfig) -> tuple[int, 
     shards = build_work(
         selection,
         lm.display_name,
-        config.seed,
+        config.sampling.seed,
         selection.trait_questions,
         chat_tuned=lm.chat_tuned,
     )
@@ -75,7 +76,11 @@ def plain_generation(model: str, preset: str, config: AxisConfig) -> tuple[int, 
     tokens, seconds = 0, 0.0
     for group in _groups(shards, list(shards), config.batch_size):
         items = [it for s in group for it in shards[s]]
-        rows = sorted((p.input_ids for p in _prompts(lm, items)), key=len, reverse=True)
+        rows = sorted(
+            (p.input_ids for p in (format_prompt(lm, it.question, it.system) for it in items)),
+            key=len,
+            reverse=True,
+        )
         for start in range(0, len(rows), config.batch_size):
             batch = rows[start : start + config.batch_size]
             width = max(len(r) for r in batch)
@@ -87,10 +92,10 @@ def plain_generation(model: str, preset: str, config: AxisConfig) -> tuple[int, 
                     input_ids=ids,
                     attention_mask=mask,
                     do_sample=True,
-                    temperature=config.temperature,
-                    top_p=config.top_p,
+                    temperature=config.sampling.temperature,
+                    top_p=config.sampling.top_p,
                     top_k=0,
-                    max_new_tokens=config.max_new_tokens,
+                    max_new_tokens=config.sampling.max_new_tokens,
                     eos_token_id=eot,
                     pad_token_id=pad,
                 )

@@ -36,9 +36,11 @@ from personaspace import load_model
 from personaspace.capture import SamplingConfig, generate
 from personaspace.catalogue import load_catalogue
 from personaspace.conversation import format_conversation
-from personaspace.interventions import cap, intervene, load_capping_config
+from personaspace.interventions import cap, intervene
 from personaspace.models.loading import LoadedModel
-from personaspace.monitor import load_axis, project_turns
+from personaspace.monitor import project_turns
+from personaspace.runfolder import load_axis
+from personaspace.vectors import load_capping_config
 
 DEFAULT_RUN = "runs/axis-smollm2-135m-instruct-quick"
 DEFAULT_EXPERIMENT = "layers_11:19-p25"

@@ -15,7 +15,7 @@ import random
 from personaspace import load_model
 from personaspace.capture import SamplingConfig, generate
 from personaspace.catalogue import load_catalogue
-from personaspace.conversation import PLAIN_STOP_STRINGS, format_conversation
+from personaspace.conversation.prompts import format_prompt
 
 
 def main() -> None:
@@ -41,23 +41,11 @@ def main() -> None:
                 r = rng.choice(roles)
                 items.append((r, rng.choice(r.prompts), q))
         prompts = [
-            format_conversation(
-                lm.tokenizer,
-                [
-                    {"role": "system", "content": s.format(model_name=lm.display_name)},
-                    {"role": "user", "content": q.text},
-                ],
-                add_generation_prompt=True,
-            )
-            for _, s, q in items
+            format_prompt(lm, q.text, s.format(model_name=lm.display_name)) for _, s, q in items
         ]
         config = SamplingConfig(
-            max_new_tokens=64,
-            temperature=0.7,
-            top_p=0.9,
-            seed=args.seed,
-            stop_strings=() if lm.chat_tuned else PLAIN_STOP_STRINGS,
-        )
+            max_new_tokens=64, temperature=0.7, top_p=0.9, seed=args.seed
+        ).for_model(lm.chat_tuned)
         gens = generate(lm, prompts, config, reductions=(), batch_size=32)
         for i, ((role, system, q), g) in enumerate(zip(items, gens)):
             rows.append(

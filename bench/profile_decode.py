@@ -25,8 +25,7 @@ import torch
 from personaspace import load_model
 from personaspace.capture import SamplingConfig, generate
 from personaspace.catalogue import load_catalogue, select
-from personaspace.conversation import PLAIN_STOP_STRINGS
-from personaspace.pipeline.run import _prompts
+from personaspace.conversation.prompts import format_prompt
 from personaspace.pipeline.work import build_work
 
 # the module, not the function `personaspace.capture.generate` that shadows it
@@ -58,13 +57,12 @@ def main() -> None:
     selection = select(load_catalogue(), "quick")
     shards = build_work(selection, lm.display_name, 0, 4, chat_tuned=lm.chat_tuned)
     items = [it for s, v in shards.items() if s.startswith("role/") for it in v][: args.batch]
-    prompts = _prompts(lm, items)
+    prompts = [format_prompt(lm, it.question, it.system) for it in items]
     sampling = SamplingConfig(
         max_new_tokens=args.tokens,
         temperature=0.7,
         top_p=0.9,
-        stop_strings=() if lm.chat_tuned else PLAIN_STOP_STRINGS,
-    )
+    ).for_model(lm.chat_tuned)
     model = lm.model
     head = model.get_output_embeddings()
     body = model.model if hasattr(model, "model") else model

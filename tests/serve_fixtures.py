@@ -9,18 +9,18 @@ from conftest import char_tokenizer, tiny_config, tiny_lm
 from transformers import AutoModelForCausalLM
 
 from personaspace.conversation import format_conversation
-from personaspace.interventions import (
+from personaspace.interventions import calibrate
+from personaspace.models.adapters import adapter_for
+from personaspace.models.loading import LoadedModel
+from personaspace.serve import Limits, ServeEngine, create_app
+from personaspace.vectors import (
+    Axis,
     Calibration,
     CappingConfig,
     build_capping_config,
-    calibrate,
     save_calibration,
     save_capping_config,
 )
-from personaspace.models.adapters import adapter_for
-from personaspace.models.loading import LoadedModel
-from personaspace.monitor import Axis
-from personaspace.serve import Limits, ServeEngine, create_app
 
 CALIBRATION_REPLIES = [
     "Storm tonight, calm seas tomorrow.",

@@ -59,7 +59,7 @@ def test_pca_and_axis_alignment_on_a_line() -> None:
     roles = {f"r{i}": (torch.stack([d * i + noise * 0.01 * (-1) ** i] * 2)) for i in range(6)}
     default = torch.stack([d * 20] * 2)
     axis = default - torch.stack(list(roles.values())).mean(0)
-    result = analyse(roles, default, axis, {"t": axis * 2}, [0, 1], 1)
+    result = analyse(roles, default, axis, {"t": axis * 2}, [0, 1], 1).to_json()
     at = result["at_analysis_layer"]
     assert math.isclose(at["cos_axis_pc1"], 1.0, abs_tol=1e-4)
     assert at["components_70"] == 1

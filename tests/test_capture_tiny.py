@@ -9,6 +9,7 @@ from conftest import ARCHITECTURES, tiny_lm
 from personaspace.capture import SamplingConfig, capture_conversations, generate, with_reply
 from personaspace.capture.generate import end_of_turn_ids
 from personaspace.conversation import format_conversation
+from personaspace.errors import PersonaspaceError
 
 QUESTIONS = ["Hi", "Tell me a long story about the sea, please.", "Why?", "abc def ghi"]
 
@@ -174,3 +175,34 @@ def test_multi_turn_teacher_forced_turn_means() -> None:
     for turn, span in enumerate(spans):
         expected = cap.tokens[span.start : span.end].mean(0)
         assert torch.allclose(cap.turn_means[turn], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_generation_refuses_a_prompt_that_leaves_no_room_before_running() -> None:
+    lm = tiny_lm()  # context 512 tokens, one per character
+    calls: list[int] = []
+    hook = lm.model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        prompt = format_conversation(
+            lm.tokenizer, [{"role": "user", "content": "x" * 480}], add_generation_prompt=True
+        )
+        with pytest.raises(PersonaspaceError, match="plus 64 to generate but tiny-llama reads"):
+            generate(lm, [prompt], SamplingConfig(max_new_tokens=64))
+        assert calls == []
+        [fits] = generate(lm, [prompt], SamplingConfig(max_new_tokens=8))
+        assert calls and len(fits.token_ids) <= 8
+    finally:
+        hook.remove()
+
+
+def test_generation_and_capture_raise_no_deprecation_warnings() -> None:
+    import warnings
+
+    lm = tiny_lm()
+    prompt = format_conversation(
+        lm.tokenizer, [{"role": "user", "content": "Hi there"}], add_generation_prompt=True
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        [reply] = generate(lm, [prompt], SamplingConfig(max_new_tokens=4))
+        capture_conversations(lm, [with_reply(prompt, reply.token_ids)])
+    assert [str(w.message) for w in caught] == []

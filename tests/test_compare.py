@@ -9,11 +9,6 @@ import pytest
 import torch
 from pipeline_fixtures import make_tiny_model
 
-from personaspace.analysis.base_steering import (
-    SteeringSettings,
-    role_reference,
-    steer_base_model,
-)
 from personaspace.analysis.compare import (
     MIN_SHARED_ROLES,
     ComparedRun,
@@ -22,19 +17,23 @@ from personaspace.analysis.compare import (
     layer_profile,
     subspace_cosines,
 )
-from personaspace.analysis.compare_load import load_compared_run
 from personaspace.analysis.stats import average_ranks, rank_correlation, spearman
 from personaspace.capture import SamplingConfig, generate
 from personaspace.catalogue import load_catalogue, select
 from personaspace.cli.main import main
-from personaspace.conversation import format_conversation
+from personaspace.conversation import BASE_DEFAULT_FRAME, format_conversation
 from personaspace.errors import PersonaspaceError
+from personaspace.experiments.base_steering import (
+    SteeringSettings,
+    role_reference,
+    steer_base_model,
+)
 from personaspace.fileformat import save_vectors, write_json
 from personaspace.models import load_model
-from personaspace.monitor import load_axis
 from personaspace.pipeline import AxisConfig, run_axis
-from personaspace.pipeline.work import BASE_DEFAULT_FRAME, build_work
-from personaspace.report.compare_html import _layers
+from personaspace.pipeline.work import build_work
+from personaspace.report.compare_report import _layers
+from personaspace.runfolder import RunFolder, load_axis
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -234,7 +233,7 @@ def test_cli_writes_json_html_and_plots(tmp_path, capsys) -> None:  # type: igno
     for name in ("compare.html", "compare_persona_spaces.png", "compare_role_ranks.png"):
         assert (out / name).stat().st_size > 1000, name
     assert "Spearman, roles on each own axis" in capsys.readouterr().out
-    loaded = load_compared_run(a)
+    loaded = RunFolder(a).compared()
     assert loaded.hidden_size == 8 and loaded.chat_tuned is False
 
 
@@ -271,7 +270,7 @@ def test_cli_bad_counts_exit_2(tmp_path, capsys, extra, message) -> None:  # typ
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not out.exists()
-    with pytest.raises(PersonaspaceError, match="--top is 0"):
+    with pytest.raises(PersonaspaceError, match="top is 0"):
         compare_runs(make_run("a", synthetic()), make_run("b", synthetic()), top=0)
 
 
@@ -391,9 +390,8 @@ def tiny_runs(tmp_path_factory):  # type: ignore[no-untyped-def]
             traits=(),
             judge="none",
             min_count=1,
-            max_new_tokens=6,
+            sampling=SamplingConfig(max_new_tokens=6, temperature=0.7, top_p=0.9, seed=seed),
             batch_size=16,
-            seed=seed,
         )
         runs.append(run_axis(config, root / f"run{seed}").out)
     return model, runs
@@ -404,10 +402,13 @@ def test_steering_a_base_model_with_an_axis(tiny_runs) -> None:  # type: ignore[
     lm = load_model(str(model))
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
     axis = load_axis(run_b, lm)
-    base = load_compared_run(run_a)
+    base = RunFolder(run_a).compared()
     reference = role_reference(base.roles, base.row(1), list(load_catalogue().roles.values()))
     settings = SteeringSettings(
-        coefs=(0.0, 4.0), prompts=("My name is", "I am"), samples_per_prompt=2, max_new_tokens=8
+        coefs=(0.0, 4.0),
+        prompts=("My name is", "I am"),
+        samples_per_prompt=2,
+        sampling=SamplingConfig(max_new_tokens=8, temperature=0.7, top_p=0.9),
     )
     result = steer_base_model(lm, axis, 1, 10.0, reference, settings, judge_evidence=False)
     by_coef = {r["coef_frac"]: r for r in result["by_coefficient"]}

@@ -10,7 +10,9 @@ import pytest
 import torch
 from conftest import SPECIALS, tiny_lm
 
+from personaspace.capture import SamplingConfig
 from personaspace.catalogue import CapabilityItem, ModulationPrompt, Scenario
+from personaspace.cli.common import parse_numbers
 from personaspace.cli.main import main
 from personaspace.conversation import format_conversation
 from personaspace.errors import PersonaspaceError
@@ -37,7 +39,6 @@ from personaspace.experiments.conditions import (
     file_stem,
     load_run_calibration,
     load_run_capping,
-    parse_numbers,
     steer_condition,
 )
 from personaspace.experiments.drift_report import change, condition_summary
@@ -45,16 +46,11 @@ from personaspace.experiments.plots import plot_tradeoff
 from personaspace.experiments.scoring import extract_choice
 from personaspace.experiments.stats import permutation_test, sign_test, signflip_test, slope
 from personaspace.fileformat import read_json, save_vectors, write_json
-from personaspace.interventions import (
-    Calibration,
-    CapExperiment,
-    CappingConfig,
-    CapStep,
-    intervene,
-)
+from personaspace.interventions import intervene
 from personaspace.judge.base import NoJudge, RoleItem
 from personaspace.models.loading import LoadedModel
-from personaspace.monitor import Axis, project_turns
+from personaspace.monitor import project_turns
+from personaspace.vectors import Axis, Calibration, CapExperiment, CappingConfig, CapStep
 
 SCENARIOS = {
     s.id: s
@@ -97,7 +93,7 @@ def _capping(axis: Axis) -> CappingConfig:
     )
 
 
-GREEDY = DriftSettings(max_new_tokens=5, temperature=0.0, batch_size=3)
+GREEDY = DriftSettings(SamplingConfig(max_new_tokens=5, temperature=0.0), batch_size=3)
 
 
 # statistics ---------------------------------------------------------------------------------
@@ -227,7 +223,7 @@ def test_drift_resumes_mid_conversation_and_refuses_other_settings(tmp_path: Pat
         np.testing.assert_allclose(
             got["projections"]["per_turn"], want["projections"]["per_turn"], atol=1e-5
         )
-    other = DriftSettings(max_new_tokens=6, temperature=0.0)
+    other = DriftSettings(SamplingConfig(max_new_tokens=6, temperature=0.0))
     with pytest.raises(PersonaspaceError, match="other settings"):
         run_drift(lm, axis, scenarios, [baseline()], [2], other, tmp_path)
     again = run_drift(lm, axis, scenarios, [baseline()], [2], other, tmp_path, force=True)
@@ -266,11 +262,11 @@ def test_file_stem_replaces_what_windows_refuses() -> None:
 
 def test_drift_settings_are_checked_when_made() -> None:
     with pytest.raises(PersonaspaceError, match="temperature is -1"):
-        DriftSettings(temperature=-1)
+        DriftSettings(SamplingConfig(temperature=-1))
     with pytest.raises(PersonaspaceError, match="top_p is 0"):
-        DriftSettings(top_p=0)
+        DriftSettings(SamplingConfig(top_p=0))
     with pytest.raises(PersonaspaceError, match="max_new_tokens is 0"):
-        DriftSettings(max_new_tokens=0)
+        DriftSettings(SamplingConfig(max_new_tokens=0))
 
 
 def test_pick_scenarios_and_errors() -> None:

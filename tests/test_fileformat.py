@@ -88,3 +88,39 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path) -> None:  # type: ignor
     target = tmp_path / "out.json"
     write_json(target, {"a": 1})
     assert os.stat(target).st_mode & 0o777 == 0o666 & ~_UMASK
+
+
+def test_refusing_a_pickle_prints_one_line_and_no_torch_warning(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as handle:
+        pickle.dump(Payload(), handle)
+    (tmp_path / "x.json").write_text(
+        '[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "personaspace.cli.main", "monitor", "x.json", "--axis", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**__import__("os").environ, "PYTHONWARNINGS": "default"},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "Warning" not in result.stderr
+
+
+def test_load_pt_swallows_torch_warnings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import warnings
+
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as handle:
+        pickle.dump(Payload(), handle)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(PersonaspaceError, match="not a plain tensor file"):
+            load_vectors(path)
+    assert caught == []

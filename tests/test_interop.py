@@ -9,8 +9,9 @@ from gguf import GGUFReader
 
 from personaspace import PersonaspaceError
 from personaspace.interop.control_vector import write_control_vector
-from personaspace.interop.reference import read_capping_config, write_reference_layout
-from personaspace.pipeline.results import load_run
+from personaspace.interop.reference import write_reference_layout
+from personaspace.runfolder import run_vectors as load_run
+from personaspace.vectors import read_reference_capping
 
 
 def test_reference_layout_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -34,14 +35,14 @@ def test_reference_capping_config_reads_safely(tmp_path) -> None:  # type: ignor
         ],
     }
     torch.save(config, tmp_path / "caps.pt")
-    loaded = read_capping_config(tmp_path / "caps.pt")
+    loaded = read_reference_capping(tmp_path / "caps.pt")
     assert loaded["experiments"][0]["id"] == "layers_3:4-p25"
     assert torch.equal(
         loaded["vectors"]["layer_3"]["vector"], config["vectors"]["layer_3"]["vector"]
     )
     torch.save({"vectors": {}}, tmp_path / "bad.pt")
     with pytest.raises(PersonaspaceError, match="lacks 'vectors' and 'experiments'"):
-        read_capping_config(tmp_path / "bad.pt")
+        read_reference_capping(tmp_path / "bad.pt")
 
 
 def test_control_vector_gguf(tmp_path) -> None:  # type: ignore[no-untyped-def]

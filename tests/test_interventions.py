@@ -12,21 +12,18 @@ from personaspace.capture import SamplingConfig, capture_conversations, generate
 from personaspace.conversation import format_conversation
 from personaspace.errors import PersonaspaceError
 from personaspace.fileformat import save_vectors
-from personaspace.interventions import (
+from personaspace.interventions import ablate, calibrate, cap, intervene, steer
+from personaspace.monitor import project_turns
+from personaspace.runfolder import RunFolder, load_axis
+from personaspace.vectors import (
+    Axis,
     Calibration,
-    ablate,
     build_capping_config,
-    calibrate,
-    cap,
-    intervene,
-    load_calibration,
     load_capping_config,
     parse_layer_range,
     save_calibration,
     save_capping_config,
-    steer,
 )
-from personaspace.monitor import Axis, load_axis, project_turns
 
 MESSAGES = [
     {"role": "system", "content": "Be a lighthouse keeper."},
@@ -204,7 +201,7 @@ def test_calibration_percentiles_and_norms_are_exact(tmp_path: Path) -> None:
         torch.tensor(cal.tau(1, 25)), torch.quantile(proj[:, 1], 0.25), rtol=1e-5, atol=1e-5
     )
     save_calibration(tmp_path / "calibration.safetensors", cal)
-    back = load_calibration(tmp_path)
+    back = RunFolder(tmp_path).calibration()
     assert back.layers == cal.layers and torch.equal(back.percentiles, cal.percentiles)
 
 

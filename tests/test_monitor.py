@@ -19,29 +19,26 @@ from personaspace.cli.main import main
 from personaspace.conversation import Message, format_conversation
 from personaspace.errors import PersonaspaceError
 from personaspace.fileformat import save_vectors
-from personaspace.interventions import (
-    build_capping_config,
-    calibrate,
-    cap,
-    load_calibration,
-    save_calibration,
-    save_capping_config,
-)
+from personaspace.interventions import calibrate, cap
 from personaspace.models import load_model
 from personaspace.monitor import (
-    Axis,
     LiveChat,
     chat_turn,
-    load_axis,
     monitor_transcripts,
     project_turns,
     read_transcripts,
-    run_calibration,
     run_conversation,
-    steer_along_axis,
     write_transcript,
 )
 from personaspace.monitor.transcripts import parse_transcript
+from personaspace.runfolder import RunFolder, load_axis, run_folder_for
+from personaspace.vectors import (
+    Axis,
+    build_capping_config,
+    save_calibration,
+    save_capping_config,
+    steer_along_axis,
+)
 
 CHAT = [
     {"role": "user", "content": "Hello there"},
@@ -237,7 +234,7 @@ def test_monitor_cli_writes_what_the_library_computes(
     assert main([*args, "--per-token", "--color-by", "domain"]) == 0
     printed = capsys.readouterr().out
     lm = load_model(str(folder))
-    axis, cal = load_axis(run, lm), load_calibration(run)
+    axis, cal = load_axis(run, lm), RunFolder(run).calibration()
     convs = [
         format_conversation(lm.tokenizer, [SYSTEM, *CHAT]),
         format_conversation(lm.tokenizer, CHAT[:2]),
@@ -428,10 +425,10 @@ def test_steering_needs_calibration_and_uses_its_norm(
 ) -> None:
     _, run = tiny_run
     with pytest.raises(PersonaspaceError, match="personaspace calibrate"):
-        run_calibration(_uncalibrated(tmp_path, run))
+        run_folder_for(_uncalibrated(tmp_path, run), "steering").calibration()
     with pytest.raises(PersonaspaceError, match="axis file"):
-        run_calibration(run / "axis.safetensors")
-    cal = run_calibration(run)
+        run_folder_for(run / "axis.safetensors", "steering").calibration()
+    cal = run_folder_for(run, "steering").calibration()
     axis = load_axis(run)
     items = steer_along_axis(axis, cal, -0.25, [0, 2])
     assert [(i.layer, i.amount) for i in items] == [
@@ -546,3 +543,52 @@ def test_smollm2_live_turn_matches_monitoring_of_the_same_reply(smollm2, tmp_pat
         len(turn.token_ids)
     )
     assert _rel(live, report.items[0].trajectory.turns[0]) < 1e-4
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_an_axis_with_too_few_layers_is_refused(
+    tiny_run: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    suffix: str,
+) -> None:
+    # A raw [2, hidden] tensor (no layer list) for the 3-layer model: the reference layout is
+    # one row per layer, so a shorter one is another model's axis.
+    folder, _ = tiny_run
+    path = tmp_path / f"short{suffix}"
+    if suffix == ".pt":
+        torch.save(torch.randn(2, 64), path)
+    else:
+        save_vectors(path, {"axis": torch.randn(2, 64)}, {})
+    transcript = _write(tmp_path / "t.json", CHAT)
+    out = tmp_path / "out"
+    args = ["monitor", str(transcript), "--axis", str(path), "--model", str(folder)]
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "built on a model with 2 layers" in err and "has 3" in err
+    assert not out.exists()
+
+
+def test_a_transcript_beyond_the_context_is_refused_before_any_forward_pass(
+    tiny_run: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder, run = tiny_run  # the tiny model reads at most 512 tokens (one per character)
+    long_reply = {"role": "assistant", "content": "a" * 600}
+    transcript = _write(tmp_path / "long.json", [CHAT[0], long_reply])
+
+    def no_forward(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a forward pass ran")
+
+    monkeypatch.setattr("personaspace.capture.teacher.teacher_forward", no_forward)
+    out = tmp_path / "out"
+    args = ["monitor", str(transcript), "--axis", str(run), "--model", str(folder)]
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "long.json: the transcript has" in err and "reads at most 512" in err
+    n_tokens = int(err.split("has ")[1].split(" tokens")[0])
+    assert n_tokens > 600 and not out.exists()

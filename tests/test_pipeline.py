@@ -16,10 +16,9 @@ from pipeline_fixtures import make_tiny_model, make_user_catalogue
 
 from personaspace import PersonaspaceError
 from personaspace.fileformat import load_vectors
-from personaspace.interventions import load_calibration, load_capping_config
 from personaspace.pipeline import AxisConfig, run_axis
-from personaspace.pipeline import run as run_module
-from personaspace.pipeline.shards import load_shard
+from personaspace.runfolder import RunFolder
+from personaspace.vectors import load_capping_config
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +39,7 @@ def config(setup, **kw) -> AxisConfig:  # type: ignore[no-untyped-def]
         max_new_tokens=8,
         batch_size=4,
     )
-    return AxisConfig(**{**base, **kw})
+    return AxisConfig.from_json({**base, **kw})
 
 
 def test_outputs_and_exact_aggregation(setup, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -68,10 +67,10 @@ def test_outputs_and_exact_aggregation(setup, tmp_path) -> None:  # type: ignore
     # Recompute every vector from the shards' per-response activations.
     per_role = {}
     for name in roles:
-        _, vecs = load_shard(tmp_path, f"role/{name}")
+        _, vecs = RunFolder(tmp_path).load_shard(f"role/{name}")
         per_role[name] = vecs.float().mean(0)
         assert torch.equal(roles[name], per_role[name])
-    _, default_vecs = load_shard(tmp_path, "default")
+    _, default_vecs = RunFolder(tmp_path).load_shard("default")
     axis, meta = load_vectors(tmp_path / "axis.safetensors")
     expected = default_vecs.float().mean(0) - torch.stack(list(per_role.values())).mean(0)
     assert torch.allclose(axis["axis"], expected, atol=1e-6)
@@ -81,7 +80,7 @@ def test_outputs_and_exact_aggregation(setup, tmp_path) -> None:  # type: ignore
     assert set(summary["timings"]) >= {"load_model_s", "generate_s", "judge_s", "total_s"}
     assert run.summary["counts"]["roles_kept"] == 4
     # calibrated on its own replies (10 default + role replies, fewer than the 64 limit)
-    cal = load_calibration(tmp_path)
+    cal = RunFolder(tmp_path).calibration()
     assert cal.n_conversations == 10 and cal.layers == [0, 1, 2]
     assert (cal.percentiles.diff(dim=1) >= 0).all() and (cal.norms > 0).all()
     capping = load_capping_config(tmp_path / "capping.safetensors")
@@ -121,7 +120,7 @@ def test_unreachable_judge_fails_before_generating(setup, tmp_path) -> None:  # 
 
 
 def test_write_error_mid_run_keeps_finished_shards(setup, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    real = run_module.save_shard
+    real = RunFolder.save_shard
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -130,11 +129,11 @@ def test_write_error_mid_run_keeps_finished_shards(setup, tmp_path, monkeypatch)
             raise OSError(28, "No space left on device")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(run_module, "save_shard", flaky)
+    monkeypatch.setattr(RunFolder, "save_shard", flaky)
     with pytest.raises(PersonaspaceError, match="No space left on device.*resume"):
         run_axis(config(setup), tmp_path)
     assert len(list((tmp_path / "shards").glob("*.safetensors"))) == 2
-    monkeypatch.setattr(run_module, "save_shard", real)
+    monkeypatch.setattr(RunFolder, "save_shard", real)
     run_axis(config(setup), tmp_path)
     assert len(list((tmp_path / "shards").glob("*.safetensors"))) == 7
 
@@ -217,7 +216,7 @@ def test_calibrate_command(setup, tmp_path, capsys) -> None:  # type: ignore[no-
         json.dumps([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}])
     )
     assert main(["calibrate", run, "--conversations", str(transcript)]) == 0
-    cal = load_calibration(tmp_path / "run")
+    cal = RunFolder(tmp_path / "run").calibration()
     assert cal.n_conversations == 1 and cal.source == "1 conversations from 1 file(s)"
     before = (tmp_path / "run" / "capping.safetensors").read_bytes()
     for bad, message in (
@@ -231,3 +230,58 @@ def test_calibrate_command(setup, tmp_path, capsys) -> None:  # type: ignore[no-
     assert (tmp_path / "run" / "capping.safetensors").read_bytes() == before  # nothing lost
     assert main(["calibrate", str(tmp_path)]) == 2
     assert "holds no axis.safetensors" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", ["tiny", "quick", "full"])
+def test_every_preset_can_keep_roles_with_its_own_defaults(preset: str) -> None:
+    from personaspace.catalogue import load_catalogue, select
+    from personaspace.catalogue.presets import preset_spec
+
+    selection = select(load_catalogue(), preset)
+    replies_per_role = min(len(r.prompts) for r in selection.roles) * len(selection.questions)
+    config = AxisConfig(preset=preset)
+    assert config.kept_per_role == preset_spec(preset).min_count
+    assert 1 <= config.kept_per_role <= replies_per_role, (preset, replies_per_role)
+    assert len(selection.roles) >= 3  # enough roles for a persona space when they are kept
+
+
+def test_tiny_preset_finishes_with_its_defaults(setup, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model, catalogue = setup
+    config = AxisConfig.from_json(
+        {
+            "model": str(model),
+            "preset": "tiny",
+            "catalogue": str(catalogue),
+            "catalogue_replace": True,
+            "judge": "none",
+            "max_new_tokens": 8,
+        }
+    )
+    run = run_axis(config, tmp_path)
+    assert run.verdict is None and run.summary["counts"]["roles_kept"] == 4
+    assert (tmp_path / "axis.safetensors").is_file()
+
+
+def test_too_few_roles_writes_what_it_has_with_the_verdict(setup, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from personaspace.cli.main import main
+
+    run_axis(config(setup), tmp_path)  # a full run: axis, calibration, report
+    # three kept replies per role cannot be met by the tiny preset's two: no persona space
+    run = run_axis(config(setup, min_count=3), tmp_path)
+    assert run.analysis is None and run.summary["analysis"] is None
+    assert run.verdict is not None and run.verdict.startswith("only 0 roles kept at least 3")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["verdict"] == run.verdict and summary["counts"]["roles_kept"] == 0
+    assert (tmp_path / "responses.jsonl").is_file() and (tmp_path / "vectors").is_dir()
+    for stale in ("axis.safetensors", "calibration.safetensors", "report.html"):
+        assert not (tmp_path / stale).exists(), stale
+    model, catalogue = setup
+    args = ["axis", "--model", str(model), "--preset", "tiny", "--catalogue", str(catalogue)]
+    args += ["--replace-catalogue", "--judge", "none", "--max-new-tokens", "8", "--batch-size"]
+    assert main([*args, "4", "--min-count", "3", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "verdict: no persona space: only 0 roles kept" in printed
+    # the stored replies re-aggregate into a persona space again, with nothing generated
+    again = run_axis(config(setup), tmp_path)
+    assert again.verdict is None and again.summary["counts"]["generated_tokens_this_session"] == 0
+    assert (tmp_path / "axis.safetensors").is_file()
