@@ -206,3 +206,37 @@ def test_generation_and_capture_raise_no_deprecation_warnings() -> None:
         [reply] = generate(lm, [prompt], SamplingConfig(max_new_tokens=4))
         capture_conversations(lm, [with_reply(prompt, reply.token_ids)])
     assert [str(w.message) for w in caught] == []
+
+
+SYSTEMS = ["You are a lighthouse keeper on a stormy coast.", "You are a tired night-shift baker."]
+
+
+def shared_prefix_prompts(lm):  # type: ignore[no-untyped-def]
+    """Six prompts: two system prompts x three questions, and one without a system prompt."""
+    prompts = [p for s in SYSTEMS for p in prompts_for(lm, QUESTIONS[:3], system=s)]
+    return [*prompts, *prompts_for(lm, QUESTIONS[3:])]
+
+
+@pytest.mark.parametrize("model_type", ARCHITECTURES)
+def test_shared_prefixes_equal_teacher_forcing_and_rows_alone(model_type: str) -> None:
+    from personaspace.capture.generate import shareable_prefix
+    from personaspace.capture.prefill import plan_prefill
+
+    lm = tiny_lm(model_type)
+    prompts = shared_prefix_prompts(lm)
+    plan = plan_prefill([p.input_ids for p in prompts], [shareable_prefix(p) for p in prompts])
+    assert len(plan.prefixes) == 2 and plan.row_prefix[-1] == -1  # sharing is in use
+    config = SamplingConfig(max_new_tokens=10, temperature=0.9, top_p=0.95, seed=3)
+    reductions = ("response_mean", "last_prompt")
+    gens = generate(lm, prompts, config, batch_size=len(prompts), reductions=reductions)
+    forced = capture_conversations(lm, [with_reply(p, g.token_ids) for p, g in zip(prompts, gens)])
+    assert sum(len(g.token_ids) > 0 for g in gens) >= 4
+    for g, f in zip(gens, forced):
+        assert rel_err(g.last_prompt, f.last_prompt) <= 1e-5
+        if g.token_ids:  # an immediate end of turn has no mean
+            assert rel_err(g.response_mean, f.turn_means[0]) <= 1e-5
+    for i, (prompt, g) in enumerate(zip(prompts, gens)):
+        [alone] = generate(lm, [prompt], config, seeds=[g.seed], reductions=reductions)
+        assert alone.token_ids == g.token_ids, i
+        if g.token_ids:
+            assert rel_err(alone.response_mean, g.response_mean) <= 1e-5

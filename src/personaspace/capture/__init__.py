@@ -1,6 +1,6 @@
 """Capture the residual stream: during generation (single pass) or teacher-forced."""
 
-from personaspace.capture.generate import Generation, generate, response_means
+from personaspace.capture.generate import Generation, engine_of, generate, response_means
 from personaspace.capture.hooks import residual_hooks
 from personaspace.capture.sampling import SamplingConfig
 from personaspace.capture.teacher import TurnCapture, capture_conversations, with_reply
@@ -10,6 +10,7 @@ __all__ = [
     "SamplingConfig",
     "TurnCapture",
     "capture_conversations",
+    "engine_of",
     "generate",
     "residual_hooks",
     "response_means",

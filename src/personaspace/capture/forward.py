@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from personaspace.capture.hooks import BlockCallback, residual_hooks
+from personaspace.capture.hooks import BlockCallback, contiguous_head_input, residual_hooks
 from personaspace.errors import PersonaspaceError
 from personaspace.models.loading import LoadedModel
 
@@ -87,7 +87,11 @@ def teacher_forward(
     device = lm.device
     if ids.numel() == 0:
         raise PersonaspaceError("a batch has no tokens", fix="give each row some tokens")
-    with torch.inference_mode(), residual_hooks(lm.model, lm.adapter, layers, on_block):
+    with (
+        torch.inference_mode(),
+        contiguous_head_input(lm.model),
+        residual_hooks(lm.model, lm.adapter, layers, on_block),
+    ):
         lm.model(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),

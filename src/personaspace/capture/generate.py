@@ -21,14 +21,19 @@ from typing import Any, Literal
 import torch
 
 from personaspace.capture.forward import check_fits, left_pad, positions_of
-from personaspace.capture.hooks import residual_hooks
-from personaspace.capture.sampling import SamplingConfig, choose_tokens, row_generators
+from personaspace.capture.hooks import contiguous_head_input, residual_hooks
+from personaspace.capture.kv import GrowingCache
+from personaspace.capture.prefill import plan_prefill, shared_prefix_cache, suffix_inputs
+from personaspace.capture.sampling import SAMPLER, SamplingConfig, choose_tokens, row_generators
 from personaspace.conversation.format import FormattedConversation
 from personaspace.errors import PersonaspaceError
 from personaspace.models.loading import LoadedModel
 
 Reduction = Literal["response_mean", "last_prompt", "all_tokens"]
 FinishReason = Literal["stop", "length"]
+# Rows that have stopped are dropped from the batch once they are this share of it (1/8):
+# their cache rows are copied out, which costs little next to feeding them to the end.
+COMPACT_FRACTION = 8
 REDUCTIONS: tuple[str, ...] = ("response_mean", "last_prompt", "all_tokens")
 END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "<|endoftext|>")
 
@@ -96,47 +101,71 @@ class _BatchRun:
         layers: list[int],
         reductions: set[str],
         eot: set[int],
+        prefix_lengths: list[int] | None = None,
     ) -> None:
         self.lm, self.prompts, self.config, self.layers = lm, prompts, config, layers
+        self.prefix_lengths = prefix_lengths or [0] * len(prompts)
         self.reductions, self.eot = reductions, eot
         self.batch = len(prompts)
         self.device = lm.device
         self.pad_id = int(lm.tokenizer.pad_token_id)
+        self.seeds = list(seeds)
         self.generators = row_generators(seeds, self.device)
         self.window = max((len(s) for s in config.stop_strings), default=0)
         n_layers, hidden = len(layers), lm.adapter.hidden_size
-        self.sums = torch.zeros(self.batch, n_layers, hidden, dtype=torch.float32)
-        self.counts = torch.zeros(self.batch, dtype=torch.long)
-        self.step_states = torch.empty(self.batch, n_layers, hidden, dtype=torch.float32)
-        self.last_prompt = torch.empty(self.batch, n_layers, hidden, dtype=torch.float32)
+        # capture buffers live on the model's device: no copy to the host per layer and step
+        shape, device = (self.batch, n_layers, hidden), self.device
+        self.sums = torch.zeros(shape, dtype=torch.float32, device=device)
+        self.counts = torch.zeros(self.batch, dtype=torch.long, device=device)
+        self.step_states = torch.empty(shape, dtype=torch.float32, device=device)
+        self.last_prompt = torch.empty(shape, dtype=torch.float32, device=device)
         self.prompt_tokens: list[torch.Tensor] = []  # per layer [B, P, H] (all_tokens only)
         self.reply_steps: list[torch.Tensor] = []  # per fed token [B, L, H] (all_tokens only)
         self.pending: list[tuple[int, torch.Tensor]] = []  # (token index, [B, L, H])
         self.generated: list[list[int]] = [[] for _ in prompts]
         self.content_end: list[int | None] = [None] * self.batch  # None while running
         self.reason: list[FinishReason] = ["length"] * self.batch
+        self.active = list(range(self.batch))  # the rows still fed, in batch order
         self.phase = "prefill"
 
     # hooks -------------------------------------------------------------------------------
     def on_block(self, position: int, hidden: torch.Tensor) -> None:
+        if self.phase == "prefix":  # a shared prefix: not a row's own states
+            return
         last = hidden[:, -1, :]
         if self.phase == "prefill":
-            self.last_prompt[:, position, :] = last.float()
+            self.last_prompt[:, position, :].copy_(last)
             if "all_tokens" in self.reductions:
                 self.prompt_tokens.append(hidden.detach().float().cpu())
         else:
-            self.step_states[:, position, :] = last.float()
+            self.step_states[:, position, :].copy_(last)
 
     # content bookkeeping -----------------------------------------------------------------
     def _commit(self, index: int, states: torch.Tensor) -> None:
-        keep = torch.tensor(
-            [end is None or index < end for end in self.content_end], dtype=torch.bool
-        )
-        if keep.any():
-            self.sums[keep] += states[keep]
-            self.counts += keep.long()
+        """Add the states of token ``index`` (one row each of ``self.active``) to the rows
+        for which it is content."""
+        if all(self.content_end[row] is None for row in self.active) and self._dense():
+            self.sums += states  # every row is running and the batch is the whole batch
+            self.counts += 1
+            return
+        where = [
+            (i, row)
+            for i, row in enumerate(self.active)
+            if (end := self.content_end[row]) is None or index < end
+        ]
+        if where:
+            positions = torch.tensor([i for i, _ in where], device=self.device)
+            rows = torch.tensor([row for _, row in where], device=self.device)
+            self.sums.index_add_(0, rows, states[positions])
+            self.counts.index_add_(0, rows, torch.ones_like(rows))
+
+    def _dense(self) -> bool:
+        return len(self.active) == self.batch
 
     def _absorb_step(self, index: int) -> None:
+        if self.window == 0 and "all_tokens" not in self.reductions:
+            self._commit(index, self.step_states)  # content at once: nothing to hold back
+            return
         states = self.step_states.clone()
         if "all_tokens" in self.reductions:
             self.reply_steps.append(states)
@@ -151,38 +180,84 @@ class _BatchRun:
 
     @property
     def running(self) -> list[int]:
-        return [i for i, end in enumerate(self.content_end) if end is None]
+        return [row for row in self.active if self.content_end[row] is None]
+
+    def _compact(
+        self, cache: GrowingCache, mask: torch.Tensor, next_pos: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Drop the rows that have stopped (once an eighth of the batch has): they are not fed
+        again. Their pending states are committed first."""
+        stopped = [i for i, row in enumerate(self.active) if self.content_end[row] is not None]
+        if not stopped or len(stopped) * COMPACT_FRACTION < len(self.active):
+            return mask, next_pos
+        kept = [i for i, row in enumerate(self.active) if self.content_end[row] is None]
+        for token_index, states in self.pending:
+            self._commit_positions(token_index, states, stopped)
+        rows = torch.tensor(kept, device=self.device)
+        self.pending = [(i, states[rows]) for i, states in self.pending]
+        cache.keep_rows(rows)
+        self.generators = [self.generators[i] for i in kept]
+        self.active = [self.active[i] for i in kept]
+        self.step_states = self.step_states[rows].clone()
+        return mask[rows], next_pos[rows]
+
+    def _commit_positions(self, index: int, states: torch.Tensor, positions: list[int]) -> None:
+        """Commit token ``index`` for the rows at ``positions`` of the batch only."""
+        for i in positions:
+            row = self.active[i]
+            end = self.content_end[row]
+            if end is None or index < end:
+                self.sums[row] += states[i]
+                self.counts[row] += 1
 
     # the loop ----------------------------------------------------------------------------
+    def _prefill(self, cache_room: int) -> tuple[Any, torch.Tensor, torch.Tensor, GrowingCache]:
+        """Run the prompts (shared prefixes once): the last logits, the attention mask, the
+        last positions and the cache to decode with."""
+        model, n_layers = self.lm.model, self.lm.adapter.n_layers
+        plan = plan_prefill(self.prompts, self.prefix_lengths)
+        if plan.shared and "all_tokens" not in self.reductions:
+            self.phase = "prefix"
+            cache, cached_mask = shared_prefix_cache(
+                model, plan, n_layers, cache_room, self.pad_id, self.device
+            )
+            ids, mask, positions = suffix_inputs(self.prompts, plan, self.pad_id)
+            ids, positions = ids.to(self.device), positions.to(self.device)
+            mask = torch.cat([cached_mask, mask.to(self.device)], dim=-1)
+        else:
+            ids, mask = left_pad(self.prompts, self.pad_id)
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            positions = positions_of(mask)
+            cache = GrowingCache(n_layers, cache_room)
+        self.phase = "prefill"
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out, mask, positions[:, -1:], cache
+
     def run(self) -> list[Generation]:
         model, config = self.lm.model, self.config
-        ids, mask = left_pad(self.prompts, self.pad_id)
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = positions_of(mask)
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=getattr(model, "config", None))
+        room = max(len(p) for p in self.prompts) + config.max_new_tokens + 1
         with (
             torch.inference_mode(),
+            contiguous_head_input(model),
             residual_hooks(model, self.lm.adapter, self.layers, self.on_block),
         ):
-            out = model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=positions,
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
+            out, mask, next_pos, cache = self._prefill(room)
             self.phase = "decode"
-            next_pos = positions[:, -1:]
             for step in range(config.max_new_tokens):
                 tokens = choose_tokens(out.logits[:, -1, :], config, self.generators)
-                for row in range(self.batch):
+                chosen = tokens.tolist()
+                for i, row in enumerate(self.active):
                     if self.content_end[row] is not None:
-                        tokens[row] = self.pad_id
+                        tokens[i] = self.pad_id
                         continue
-                    token = int(tokens[row])
+                    token = chosen[i]
                     if token in self.eot:
                         self._finish(row, len(self.generated[row]), "stop")
                         continue
@@ -202,6 +277,12 @@ class _BatchRun:
                 if last_step:
                     for row in self.running:
                         self._finish(row, len(self.generated[row]), "length")
+                elif "all_tokens" not in self.reductions:
+                    before = {row: i for i, row in enumerate(self.active)}
+                    mask, next_pos = self._compact(cache, mask, next_pos)
+                    if len(self.active) < len(before):
+                        keep = [before[row] for row in self.active]
+                        tokens = tokens[torch.tensor(keep, device=tokens.device)]
                 # Feed the chosen tokens: this computes their residual stream (and, unless this
                 # was the last step, the logits for the next choice).
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
@@ -223,6 +304,7 @@ class _BatchRun:
         return self._results()
 
     def _results(self) -> list[Generation]:
+        sums, counts, last_prompt = self.sums.cpu(), self.counts.cpu(), self.last_prompt.cpu()
         results = []
         for row, prompt in enumerate(self.prompts):
             end = self.content_end[row]
@@ -234,23 +316,57 @@ class _BatchRun:
                 text=self.lm.tokenizer.decode(content, skip_special_tokens=True).strip(),
                 finish_reason=self.reason[row],
                 layers=list(self.layers),
-                seed=int(self.generators[row].initial_seed()),
+                seed=int(self.seeds[row]),
             )
             if "response_mean" in self.reductions:
-                count = int(self.counts[row])
+                count = int(counts[row])
                 generation.response_mean = (
-                    self.sums[row] / count if count else torch.full_like(self.sums[row], torch.nan)
+                    sums[row] / count if count else torch.full_like(sums[row], torch.nan)
                 )
             if "last_prompt" in self.reductions:
-                generation.last_prompt = self.last_prompt[row].clone()
+                generation.last_prompt = last_prompt[row].clone()
             if "all_tokens" in self.reductions:
                 prompt_part = torch.stack([t[row, -len(prompt) :] for t in self.prompt_tokens], 1)
-                reply_part = [s[row] for s in self.reply_steps[:end]]
+                reply_part = [s[row].cpu() for s in self.reply_steps[:end]]
                 generation.tokens = torch.cat(
                     [prompt_part, torch.stack(reply_part) if reply_part else prompt_part[:0]]
                 )
             results.append(generation)
         return results
+
+
+def engine_of(lm: LoadedModel) -> dict[str, str]:
+    """What a reply depends on besides its prompt and seed: the model's device and dtype and
+    the sampling rule. Runs record it and refuse to resume under another.
+
+    Example:
+        >>> from types import SimpleNamespace as NS
+        >>> engine_of(NS(device=torch.device("cpu"), dtype=torch.float32))["dtype"]
+        'float32'
+    """
+    return {
+        "device": lm.device.type,
+        "dtype": str(lm.dtype).removeprefix("torch."),
+        "sampler": SAMPLER,
+    }
+
+
+def shareable_prefix(prompt: FormattedConversation | list[int]) -> int:
+    """Where a prompt may be split for prefix sharing: before its last user message (the
+    system prompt and the template before it are what prompts of one role share); 0 for
+    raw token ids.
+
+    Example:
+        >>> from personaspace.conversation.format import TokenSpan
+        >>> p = FormattedConversation("", list(range(20)), [TokenSpan(0, "system", 2, 9),
+        ...     TokenSpan(1, "user", 12, 16)], "chat_template", generation_start=20)
+        >>> shareable_prefix(p), shareable_prefix([1, 2, 3])
+        (12, 0)
+    """
+    if not isinstance(prompt, FormattedConversation):
+        return 0
+    users = prompt.spans_of("user")
+    return users[-1].start if users else 0
 
 
 def response_means(generations: Sequence[Generation]) -> torch.Tensor:
@@ -277,7 +393,7 @@ def generate(
     *,
     layers: list[int] | None = None,
     reductions: Sequence[str] = ("response_mean",),
-    batch_size: int = 16,
+    batch_size: int | None = None,
     seeds: Sequence[int] | None = None,
     on_batch: Callable[[int], object] | None = None,
 ) -> list[Generation]:
@@ -290,7 +406,8 @@ def generate(
         layers: decoder blocks to capture (all by default; negative counts from the end).
         reductions: any of ``response_mean``, ``last_prompt``, ``all_tokens``; empty for a
             plain generation with no hooks at all.
-        batch_size: prompts per batch; prompts are grouped by length to limit padding.
+        batch_size: prompts per batch (``None``: one that suits the device); prompts are
+            grouped by length to limit padding.
         seeds: one sampling seed per prompt (default ``config.seed + index``).
         on_batch: called with the number of prompts finished after each batch.
 
@@ -313,6 +430,7 @@ def generate(
             f"unknown reduction(s) {sorted(unknown)}", fix=f"use any of {', '.join(REDUCTIONS)}"
         )
     rows = [p.input_ids if isinstance(p, FormattedConversation) else list(p) for p in prompts]
+    prefixes = [shareable_prefix(p) for p in prompts]
     if any(not r for r in rows):
         raise PersonaspaceError("a prompt has no tokens", fix="give each prompt some text")
     for index, row in enumerate(rows):
@@ -323,6 +441,7 @@ def generate(
         raise PersonaspaceError(
             f"{len(seeds)} seeds for {len(rows)} prompts", fix="give one seed per prompt"
         )
+    batch_size = lm.batch_size(batch_size, max(map(len, rows)) + config.max_new_tokens)
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
     eot = end_of_turn_ids(lm)
     results: list[Generation | None] = [None] * len(rows)
@@ -336,6 +455,7 @@ def generate(
             chosen,
             set(reductions),
             eot,
+            [prefixes[i] for i in picked],
         )
         for i, generation in zip(picked, run.run()):
             results[i] = generation

@@ -14,10 +14,10 @@ import torch
 from personaspace.conversation.prompts import stop_strings
 from personaspace.errors import PersonaspaceError
 
-# Nucleus search: start with the top 1,024 tokens; a row is settled once they hold at
+# Nucleus search: start with the top 128 tokens; a row is settled once they hold at
 # least top_p + 1e-4 of its mass (the margin absorbs float32 rounding of the cumulative
 # sums, so the kept set is exactly what sorting the whole vocabulary keeps).
-NUCLEUS_START = 1024
+NUCLEUS_START = 128
 NUCLEUS_MARGIN = 1e-4
 
 
@@ -70,25 +70,45 @@ class SamplingConfig:
         return self if stops == self.stop_strings else dataclasses.replace(self, stop_strings=stops)
 
 
+# The sampling rule, recorded with every run: replies drawn under another rule differ.
+SAMPLER = "inverse-cdf/v2"
+
+
 def choose_tokens(
     logits: torch.Tensor, config: SamplingConfig, generators: list[torch.Generator]
 ) -> torch.Tensor:
     """Pick one token per row of ``logits`` ``[batch, vocab]``.
 
-    Sampling uses the exponential race: ``argmax(p / E)`` with ``E ~ Exp(1)`` drawn from each
-    row's own generator is a draw from ``p``. One ``E`` is drawn per vocabulary entry
-    whatever the nucleus, so a row's random stream depends on its seed alone.
+    Sampling is by inverse CDF: one uniform ``u`` per row from that row's own generator,
+    and the token where the cumulative probability of the nucleus (in descending order)
+    first reaches ``u`` times its mass. One draw per row and step, whatever the vocabulary
+    or the nucleus, so a row's random stream depends on its seed alone (not on its batch
+    neighbours), and no random number is spent on the vocabulary outside the nucleus.
+
+    Example:
+        >>> logits = torch.tensor([[0.0, 5.0, 0.0], [9.0, 0.0, 0.0]])
+        >>> choose_tokens(logits, SamplingConfig(), []).tolist()  # greedy
+        [1, 0]
+        >>> gens = row_generators([1, 2], torch.device("cpu"))
+        >>> choose_tokens(logits, SamplingConfig(temperature=0.7, top_p=0.9), gens).tolist()
+        [1, 0]
     """
     if config.greedy:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / config.temperature, dim=-1)
-    race = torch.empty_like(probs)
-    for row, generator in enumerate(generators):
-        race[row].exponential_(generator=generator)
     if config.top_p >= 1.0:
-        return (probs / race).argmax(dim=-1)
-    kept, order = nucleus(probs, config.top_p)
-    picked = (kept / race.gather(-1, order)).argmax(dim=-1, keepdim=True)
+        kept, order = probs, None
+    else:
+        kept, order = nucleus(probs, config.top_p)
+    u = torch.cat([torch.rand(1, generator=g, device=g.device) for g in generators])
+    cumulative = kept.cumsum(dim=-1)
+    target = (u.to(cumulative.device) * cumulative[:, -1])[:, None]
+    picked = torch.searchsorted(cumulative, target, right=True).clamp(max=kept.shape[-1] - 1)
+    # never a token outside the nucleus: step back over zero-probability entries
+    last = (kept > 0).long().cumsum(dim=-1).argmax(dim=-1, keepdim=True)
+    picked = torch.minimum(picked, last)
+    if order is None:
+        return picked.squeeze(-1)
     return order.gather(-1, picked).squeeze(-1)
 
 

@@ -111,20 +111,22 @@ def _capture_batch(
             if len(span):
                 weights[row, turn, offset + span.start : offset + span.end] = 1.0 / len(span)
         last_index[row] = offset + max(_last_prompt_index(conv), 0)
-    n, hidden = len(chosen), lm.adapter.hidden_size
-    means = torch.zeros(len(batch), max(n_turns, 1), n, hidden)
-    lasts = torch.zeros(len(batch), n, hidden)
+    n, hidden, device = len(chosen), lm.adapter.hidden_size, lm.device
+    weights, last_index = weights.to(device), last_index.to(device)
+    means = torch.zeros(len(batch), max(n_turns, 1), n, hidden, device=device)
+    lasts = torch.zeros(len(batch), n, hidden, device=device)
     per_token: list[torch.Tensor] = [torch.empty(0)] * n
-    rows = torch.arange(len(batch))
+    rows = torch.arange(len(batch), device=device)
 
     def on_block(position: int, hidden_states: torch.Tensor) -> None:
-        states = hidden_states.float().cpu()
+        states = hidden_states.float()
         means[:, :, position, :] = torch.einsum("bst,bth->bsh", weights, states)
         lasts[:, position, :] = states[rows, last_index]
         if all_tokens:
-            per_token[position] = states
+            per_token[position] = states.cpu()
 
     teacher_forward(lm, ids, mask, chosen, on_block)
+    means, lasts = means.cpu(), lasts.cpu()
     results = []
     for row, conv in enumerate(batch):
         spans = conv.spans_of("assistant")

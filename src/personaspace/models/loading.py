@@ -15,6 +15,12 @@ from personaspace.errors import PersonaspaceError
 from personaspace.models import cache
 from personaspace.models.adapters import ArchitectureAdapter, adapter_for
 from personaspace.models.bundled import BUNDLED_MODELS
+from personaspace.models.device import (
+    auto_batch_size,
+    check_batch_size,
+    resolve_device,
+    resolve_dtype,
+)
 from personaspace.models.hub import hub_offline_reason
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -39,8 +45,36 @@ class LoadedModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
+
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of keys and values one token occupies in the cache, over all layers."""
+        config = getattr(self.model, "config", None)
+        getter = getattr(config, "get_text_config", None)
+        text = getter() if callable(getter) else config
+        heads = int(getattr(text, "num_attention_heads", 1) or 1)
+        kv_heads = int(getattr(text, "num_key_value_heads", heads) or heads)
+        head_dim = int(getattr(text, "head_dim", 0) or self.adapter.hidden_size // heads)
+        element = torch.finfo(self.dtype).bits // 8
+        return 2 * self.adapter.n_layers * kv_heads * head_dim * element
+
+    def batch_size(self, requested: int | None, tokens: int) -> int:
+        """``requested``, or (``None``) one that suits the device for sequences of ``tokens``:
+        the KV cache, a block's activations and the fp32 logits of each row."""
+        check_batch_size(requested)
+        if requested is not None:
+            return requested
+        head: Any = getattr(self.model, "get_output_embeddings", lambda: None)()
+        vocab = int(head.weight.shape[0]) if head is not None else 1
+        activations = 8 * self.adapter.hidden_size * tokens * (torch.finfo(self.dtype).bits // 8)
+        return auto_batch_size(
+            self.device, self.kv_bytes_per_token() * tokens + activations + 8 * vocab
+        )
 
 
 def _bundled_names() -> str:
@@ -168,16 +202,17 @@ def load_tokenizer(spec: str) -> Any:
 def load_model(
     spec: str,
     *,
-    dtype: torch.dtype = torch.float32,
-    device: str = "cpu",
+    dtype: torch.dtype | str = torch.float32,
+    device: torch.device | str = "cpu",
 ) -> LoadedModel:
     """Load a causal LM by bundled alias, local folder, ``.gguf`` file or hub id.
 
     Args:
         spec: ``smollm2-135m-instruct`` / ``gemma-3-270m`` (bundled, offline), a folder with
             ``config.json``, a ``.gguf`` file, or a hub id such as ``Qwen/Qwen3-0.6B``.
-        dtype: weights dtype (fp32 by default: the CPU path and exact comparisons need it).
-        device: ``"cpu"``, ``"cuda"``, ...
+        dtype: weights dtype (fp32 by default: exact comparisons need it), or a name
+            (``"auto"``, ``"bfloat16"``...; see ``personaspace.models.device``).
+        device: ``"cpu"``, ``"cuda"``, ``"auto"``...
 
     Example:
         >>> lm = load_model("smollm2-135m-instruct")  # doctest: +SKIP
@@ -185,6 +220,10 @@ def load_model(
         (30, 576)
     """
     quiet_transformers()
+    where = device if isinstance(device, torch.device) else resolve_device(device)
+    if isinstance(dtype, str):
+        dtype = resolve_dtype(dtype, where)[0]
+    device = str(where)
     spec = spec.strip()
     if not spec:
         raise PersonaspaceError("the model spec is empty", fix=f"use one of: {_bundled_names()}")
