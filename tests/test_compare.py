@@ -281,7 +281,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(spec: str) -> object:
         raise AssertionError(f"the model {spec} was loaded")
 
-    monkeypatch.setattr("personaspace.models.load_model", refuse)
+    monkeypatch.setattr("personaspace.cli.common.load_model", refuse)
 
 
 @pytest.mark.parametrize(

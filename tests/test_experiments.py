@@ -526,7 +526,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(spec: str) -> LoadedModel:
         raise AssertionError(f"the model {spec} was loaded")
 
-    monkeypatch.setattr("personaspace.cli.experiment_args.load_model", refuse)
+    monkeypatch.setattr("personaspace.cli.common.load_model", refuse)
 
 
 @pytest.fixture

@@ -231,7 +231,7 @@ def test_monitor_cli_writes_what_the_library_computes(
     b = _write(tmp_path / "b.jsonl", CHAT[:2])
     out = tmp_path / "out"
     args = ["monitor", str(a), str(b), "--axis", str(run), "--layers", "0,2", "--out", str(out)]
-    assert main([*args, "--per-token", "--color-by", "domain"]) == 0
+    assert main([*args, "--per-token", "--color-by", "domain", "--dtype", "float32"]) == 0
     printed = capsys.readouterr().out
     lm = load_model(str(folder))
     axis, cal = load_axis(run, lm), RunFolder(run).calibration()

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from personaspace.capture.sampling import SamplingConfig
 from personaspace.catalogue import PRESETS
-from personaspace.cli.common import print_rows
+from personaspace.cli.common import add_model_options, print_rows
 from personaspace.models import DEFAULT_MODEL
 from personaspace.pipeline import AxisConfig, AxisRun, run_axis
 from personaspace.pipeline.config import AXIS_SAMPLING
@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--temperature", type=float, default=AXIS_SAMPLING.temperature)
     parser.add_argument("--top-p", type=float, default=AXIS_SAMPLING.top_p)
     parser.add_argument("--seed", type=int, default=AXIS_SAMPLING.seed)
-    parser.add_argument("--batch-size", type=int, default=32)
+    add_model_options(parser)
     parser.add_argument("--layer", type=int, default=None, help="analysis layer (default: middle)")
     parser.add_argument(
         "--normalize-rows", action="store_true", help="L2-normalise role vectors for PCA"
@@ -108,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         analysis_layer=args.layer,
         normalize_rows=args.normalize_rows,
+        device=args.device,
+        dtype=args.dtype,
     )
     out = Path(args.out or f"runs/axis-{Path(args.model).stem}-{args.preset}")
     bar = tqdm(desc=f"axis {args.preset} on {args.model}", unit="response", disable=None)

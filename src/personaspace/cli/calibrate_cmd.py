@@ -7,9 +7,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from personaspace.cli.common import add_model_options, check_model_options, load_model_as_asked
 from personaspace.conversation import format_conversation
 from personaspace.errors import PersonaspaceError
-from personaspace.models import load_model
 from personaspace.monitor.transcripts import read_transcripts
 from personaspace.pipeline.calibrate import DEFAULT_LIMIT, DEFAULT_PERCENTILES, calibrate_run
 from personaspace.runfolder import CALIBRATION_FILE, CAPPING_FILE, RunFolder
@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=",".join(f"{p:g}" for p in DEFAULT_PERCENTILES),
         help="capping thresholds to offer, comma-separated",
     )
+    add_model_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -78,6 +79,7 @@ def _transcript_files(paths: list[str]) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_model_options(args)
     run = RunFolder(args.run_dir)
     run.require_axis()
     folder = run.path
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         raise PersonaspaceError(f"{folder} does not name its model", fix="pass --model")
     ranges = [parse_layer_range(r) for r in args.ranges.split(",")] if args.ranges else None
     percentiles = _numbers(args.percentiles)
-    lm = load_model(model)
+    lm = load_model_as_asked(model, args)
     conversations = source = None
     if args.conversations:
         files = _transcript_files(args.conversations)
@@ -108,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             conversations=conversations,
             source=source,
             on_batch=bar.update,
+            batch_size=args.batch_size,
         )
     print(f"calibrated on {calibration.source}: {calibration.n_tokens} assistant tokens")
     print(

@@ -11,10 +11,11 @@ import torch
 from tqdm import tqdm
 
 from personaspace.capture import Generation, SamplingConfig, generate, response_means
+from personaspace.cli.common import add_model_options, check_model_options, load_model_as_asked
 from personaspace.conversation.prompts import format_prompt
 from personaspace.errors import PersonaspaceError
 from personaspace.fileformat import atomic_write, save_vectors, write_json
-from personaspace.models import DEFAULT_MODEL, LoadedModel, load_model
+from personaspace.models import DEFAULT_MODEL, LoadedModel
 
 # A small fixed probe for the demo (the full catalogue drives `personaspace axis`).
 DEMO_PERSONAS = {
@@ -49,7 +50,7 @@ def _add_generation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=16)
+    add_model_options(parser)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -93,7 +94,8 @@ def _run_generation(
 
 
 def run_capture(args: argparse.Namespace) -> int:
-    lm = load_model(args.model)
+    check_model_options(args)
+    lm = load_model_as_asked(args.model, args)
     layers, gens = _run_generation(lm, [(args.system, p) for p in args.prompts], args, "capture")
     out = Path(args.out)
     save_vectors(
@@ -115,8 +117,9 @@ def run_capture(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    check_model_options(args)
     started = time.perf_counter()
-    lm = load_model(args.model)
+    lm = load_model_as_asked(args.model, args)
     loaded_s = time.perf_counter() - started
     names, asks = [], []
     for name, system in DEMO_PERSONAS.items():

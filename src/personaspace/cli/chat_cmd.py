@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import TextIO
 
 from personaspace.capture.sampling import SamplingConfig
-from personaspace.cli.common import load_axis_and_model, parse_layers
+from personaspace.cli.common import (
+    add_model_options,
+    check_model_options,
+    load_axis_and_model,
+    parse_layers,
+)
 from personaspace.errors import PersonaspaceError
 from personaspace.monitor.live import LiveChat, TurnResult
 from personaspace.monitor.transcripts import Transcript, write_transcript
@@ -56,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", default=None, help="write the conversation here (JSON)")
+    add_model_options(parser, batch_size=False)
     parser.set_defaults(run=run_chat)
 
 
@@ -121,8 +127,9 @@ def run_chat(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         seed=args.seed,
     )
+    check_model_options(args)
     caps = _capping(args)
-    axis, lm = load_axis_and_model(args.axis, args.model)
+    axis, lm = load_axis_and_model(args.axis, args.model, args)
     steering: list[Intervention] = []
     chat = LiveChat(lm, axis, system=args.system, layers=layers, sampling=sampling)
     if args.steer is not None:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from personaspace.errors import PersonaspaceError
 from personaspace.models import BUNDLED_MODELS, DEFAULT_MODEL, LoadedModel, load_model
+from personaspace.models.device import (
+    DTYPE_CHOICES,
+    check_batch_size,
+    resolve_placement,
+    slow_bf16_warning,
+)
 from personaspace.models.loading import HUB_ID
 from personaspace.runfolder import load_axis
 from personaspace.vectors.axis import Axis
@@ -101,6 +109,40 @@ def print_rows(rows: Sequence[tuple[str, object]]) -> None:
         print(f"{key:<{width}}  {value}")
 
 
+def add_model_options(parser: argparse.ArgumentParser, *, batch_size: bool = True) -> None:
+    """``--device``, ``--dtype`` and (unless the command runs one conversation at a time)
+    ``--batch-size``, all automatic by default."""
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps"
+    )
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=DTYPE_CHOICES,
+        help="auto: bfloat16 on GPUs and on CPUs with fast bf16 matmuls, else float32",
+    )
+    if batch_size:
+        parser.add_argument(
+            "--batch-size", type=int, default=None, help="prompts per batch (default: auto)"
+        )
+
+
+def check_model_options(args: argparse.Namespace) -> None:
+    """Refuse a bad ``--device``, ``--dtype`` or ``--batch-size`` before any work."""
+    resolve_placement(args.device, args.dtype)
+    check_batch_size(getattr(args, "batch_size", None))
+
+
+def load_model_as_asked(spec: str, args: argparse.Namespace) -> LoadedModel:
+    """``load_model`` on ``--device``/``--dtype`` (checked before anything loads), warning on
+    stderr when bf16 was asked for on a CPU that emulates it."""
+    placement = resolve_placement(args.device, args.dtype)
+    warning = slow_bf16_warning(placement)
+    if warning is not None:
+        print(f"personaspace: warning: {warning}", file=sys.stderr)
+    return load_model(spec, dtype=placement.dtype, device=placement.device)
+
+
 def model_spec_for(axis: Axis, spec: str | None) -> str:
     """``--model`` if given, else the axis's model when it names one we can load."""
     if spec:
@@ -111,9 +153,11 @@ def model_spec_for(axis: Axis, spec: str | None) -> str:
     return DEFAULT_MODEL
 
 
-def load_axis_and_model(axis_path: str | Path, spec: str | None) -> tuple[Axis, LoadedModel]:
+def load_axis_and_model(
+    axis_path: str | Path, spec: str | None, args: argparse.Namespace
+) -> tuple[Axis, LoadedModel]:
     """The axis (checked) and the model it is read with (checked against it)."""
     axis = load_axis(axis_path)
-    lm = load_model(model_spec_for(axis, spec))
+    lm = load_model_as_asked(model_spec_for(axis, spec), args)
     axis.check_model(lm)
     return axis, lm

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from personaspace.analysis.compare import MODES, check_settings, compare_runs
-from personaspace.cli.common import print_rows
+from personaspace.cli.common import add_model_options, check_model_options, print_rows
 from personaspace.errors import PersonaspaceError
 from personaspace.fileformat import write_json
 from personaspace.report.compare_report import compare_figures, headline_rows, write_compare_report
@@ -66,6 +66,7 @@ def add_steering_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steer-layer", type=int, default=None, help="default: analysis layer")
     parser.add_argument("--samples", type=int, default=2, help="completions per open prompt")
     parser.add_argument("--steer-tokens", type=int, default=40, help="new tokens per completion")
+    add_model_options(parser, batch_size=False)
     parser.add_argument(
         "--no-judge-evidence",
         action="store_true",
@@ -92,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         from personaspace.cli.steer_base_cmd import steering_settings
 
         steering_settings(args)  # bad --coefs or --samples fail before any work
+        check_model_options(args)
     a = RunFolder(args.run_a).compared(layer=args.layer_a)
     b = RunFolder(args.run_b).compared(layer=args.layer_b)
     if a.label == b.label:

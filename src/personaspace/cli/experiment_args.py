@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from personaspace.cli.common import model_spec_for, parse_layers
+from personaspace.cli.common import (
+    add_model_options,
+    load_model_as_asked,
+    model_spec_for,
+    parse_layers,
+)
 from personaspace.errors import PersonaspaceError
-from personaspace.models import LoadedModel, load_model
+from personaspace.models import LoadedModel
+from personaspace.models.device import check_batch_size, resolve_placement
 from personaspace.monitor import resolve_layers
 from personaspace.runfolder import load_axis
 from personaspace.vectors.axis import Axis
@@ -21,14 +27,15 @@ def add_axis_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layers", default=None, help="comma-separated layers to project at (default: middle)"
     )
-    parser.add_argument("--batch-size", type=int, default=32)
+    add_model_options(parser)
     parser.add_argument("--force", action="store_true", help="start over, discarding --out")
 
 
 def load_axis_arg(args: argparse.Namespace) -> Axis:
-    """Check ``--batch-size`` and ``--layers`` and read ``--axis`` (no model loaded yet)."""
-    if args.batch_size < 1:
-        raise PersonaspaceError(f"--batch-size is {args.batch_size}", fix="give a positive size")
+    """Check ``--batch-size``, ``--device``, ``--dtype`` and ``--layers`` and read ``--axis``
+    (no model loaded yet)."""
+    check_batch_size(args.batch_size)
+    resolve_placement(args.device, args.dtype)
     parse_layers(args.layers, "--layers")
     return load_axis(args.axis)
 
@@ -36,7 +43,7 @@ def load_axis_arg(args: argparse.Namespace) -> Axis:
 def model_for_axis(args: argparse.Namespace, axis: Axis) -> tuple[LoadedModel, list[int]]:
     """Load the model (``--model``, else the axis's own model when loadable, else the default),
     check the axis fits, resolve ``--layers``."""
-    lm = load_model(model_spec_for(axis, args.model))
+    lm = load_model_as_asked(model_spec_for(axis, args.model), args)
     axis.check_model(lm)
     return lm, resolve_layers(axis, lm, parse_layers(args.layers, "--layers"))
 

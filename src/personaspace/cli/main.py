@@ -49,19 +49,30 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"personaspace: error: {message}: see `{self.prog} --help`\n")
 
 
+# Library parameters named like the option that sets them, in every command that has it.
+COMMON_FLAGS = {"device": "--device", "dtype": "--dtype", "batch_size": "--batch-size"}
+
+
 def option_for(parser: argparse.ArgumentParser, param: str) -> str | None:
-    """The command-line option that sets library parameter ``param``, as the command declares
-    it (``parser.set_defaults(param_flags={"n_bootstrap": "--bootstrap"})``).
+    """The command-line option that sets library parameter ``param``: as the command
+    declares it (``parser.set_defaults(param_flags={"n_bootstrap": "--bootstrap"})``), or one
+    of ``COMMON_FLAGS`` when the command has that option.
 
     Example:
         >>> p = argparse.ArgumentParser()
+        >>> _ = p.add_argument("--batch-size", type=int)
         >>> p.set_defaults(param_flags={"n_bootstrap": "--bootstrap"})
-        >>> option_for(p, "n_bootstrap"), option_for(p, "x")
-        ('--bootstrap', None)
+        >>> option_for(p, "n_bootstrap"), option_for(p, "batch_size"), option_for(p, "x")
+        ('--bootstrap', '--batch-size', None)
     """
     flags = parser.get_default("param_flags") or {}
     option = flags.get(param)
-    return str(option) if option is not None else None
+    if option is not None:
+        return str(option)
+    common = COMMON_FLAGS.get(param)
+    if common is not None and common in parser._option_string_actions:
+        return common
+    return None
 
 
 def cli_message(err: PersonaspaceError, parser: argparse.ArgumentParser | None) -> str:

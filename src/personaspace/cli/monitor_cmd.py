@@ -5,13 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from personaspace.cli.common import load_axis_and_model, parse_layers
+from personaspace.cli.common import (
+    add_model_options,
+    check_model_options,
+    load_axis_and_model,
+    parse_layers,
+)
 from personaspace.errors import PersonaspaceError
 from personaspace.fileformat import atomic_write, write_json
 from personaspace.monitor.plot import COLOR_BY, trajectory_png
 from personaspace.monitor.report import monitor_transcripts
 from personaspace.monitor.transcripts import read_transcripts
 from personaspace.runfolder import calibration_for
+
+MONITOR_BATCH = 4  # transcripts are long: a few per forward pass
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--percentile", type=float, default=25.0, help="calibrated floor to show (default 25)"
     )
-    parser.add_argument("--batch-size", type=int, default=4)
+    add_model_options(parser)
     parser.set_defaults(run=run_monitor)
 
 
@@ -47,10 +54,9 @@ def run_monitor(args: argparse.Namespace) -> int:
     layers = parse_layers(args.layers)
     if not 0 <= args.percentile <= 100:
         raise PersonaspaceError(f"--percentile is {args.percentile}", fix="use 0..100, e.g. 25")
-    if args.batch_size < 1:
-        raise PersonaspaceError(f"--batch-size is {args.batch_size}", fix="use 1 or more")
+    check_model_options(args)
     calibration = calibration_for(args.axis)
-    axis, lm = load_axis_and_model(args.axis, args.model)
+    axis, lm = load_axis_and_model(args.axis, args.model, args)
     report = monitor_transcripts(
         lm,
         axis,
@@ -59,7 +65,7 @@ def run_monitor(args: argparse.Namespace) -> int:
         per_token=args.per_token,
         calibration=calibration,
         percentile=args.percentile,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or MONITOR_BATCH,
     )
     data = report.to_json()
     csv_text = report.csv_text()

@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from personaspace.cli.common import add_model_options
 from personaspace.errors import PersonaspaceError
 from personaspace.runfolder import CAPPING_FILE, calibration_for
 
@@ -59,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-pending", type=int, default=64, help="queued generations before a 429"
     )
     parser.add_argument("--no-access-log", action="store_true", help="do not log each request")
+    add_model_options(parser, batch_size=False)
     parser.set_defaults(
         run=run_serve, param_flags={"host": "--host", "port": "--port", "default_cap": "--cap"}
     )
@@ -85,8 +87,12 @@ def _capping_path(option: str | None, axis: Path) -> Path | None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from personaspace.cli.common import model_spec_for, parse_layers
-    from personaspace.models import load_model
+    from personaspace.cli.common import (
+        check_model_options,
+        load_model_as_asked,
+        model_spec_for,
+        parse_layers,
+    )
     from personaspace.runfolder import load_axis
     from personaspace.serve import (
         API_KEY_ENV,
@@ -101,6 +107,7 @@ def run_serve(args: argparse.Namespace) -> int:
     # Check everything cheap before loading the model.
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     check_bind(args.host, api_key)
+    check_model_options(args)
     if not 0 <= args.port <= 65535:
         raise PersonaspaceError(f"--port {args.port} is not a port", fix="use 0..65535")
     limits = Limits(
@@ -117,7 +124,7 @@ def run_serve(args: argparse.Namespace) -> int:
     capping = load_capping_config(capping_path) if capping_path else None
     calibration = calibration_for(axis_path)
     spec = model_spec_for(axis, args.model)
-    lm = load_model(spec)
+    lm = load_model_as_asked(spec, args)
     engine = ServeEngine(
         lm,
         axis,

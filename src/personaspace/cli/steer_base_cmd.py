@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from personaspace.catalogue import load_catalogue
-from personaspace.cli.common import parse_coefs
+from personaspace.cli.common import check_model_options, load_model_as_asked, parse_coefs
 from personaspace.cli.compare_cmd import STEERING_FLAGS, _slug, add_steering_arguments
 from personaspace.errors import PersonaspaceError
 from personaspace.experiments.base_steering import (
@@ -63,13 +63,12 @@ def run_steering(args: argparse.Namespace, base_folder: Path, axis_source: Path)
 
     Everything that can be checked without the model is checked before it loads.
     """
-    from personaspace.models import load_model
-
     if not base_folder.is_dir():
         raise PersonaspaceError(
             f"{base_folder} is not an axis run folder",
             fix="pass the --out folder of `personaspace axis --model BASE_MODEL`",
         )
+    check_model_options(args)
     settings = steering_settings(args)
     run = RunFolder(base_folder)
     model = getattr(args, "model", None) or run.settings().get("model")
@@ -83,7 +82,7 @@ def run_steering(args: argparse.Namespace, base_folder: Path, axis_source: Path)
     axis = load_axis(axis_source)
     base_axis = run.axis()
     print(f"steering {model} at layer {layer} with the axis of {axis_source} ...", file=sys.stderr)
-    lm = load_model(model)
+    lm = load_model_as_asked(model, args)
     axis.check_model(lm)
     base_axis.check_model(lm)
     norm = residual_norm(lm, base_folder, base_axis, layer)

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.stats import binomtest
 
-from personaspace.capture import SamplingConfig, generate
+from personaspace.capture import SamplingConfig, engine_of, generate
 from personaspace.catalogue import CapabilityItem, ModulationPrompt, Role
 from personaspace.conversation.format import FormattedConversation
 from personaspace.conversation.prompts import default_system, format_prompt
@@ -44,6 +44,7 @@ from personaspace.fileformat import read_json, write_json
 from personaspace.interventions import intervene
 from personaspace.judge.base import Judge, RoleItem
 from personaspace.judge.local import AI_MARKERS, REFUSAL_MARKERS
+from personaspace.models.device import check_batch_size
 from personaspace.models.loading import LoadedModel
 from personaspace.vectors.axis import Axis
 
@@ -68,15 +69,23 @@ class CapEvalSettings:
 
     persona_max_new_tokens: int = 48
     capability_max_new_tokens: int = 12
-    batch_size: int = 32
+    batch_size: int | None = None  # None: one that suits the device (replies do not depend on it)
 
     def __post_init__(self) -> None:
-        for name in ("persona_max_new_tokens", "capability_max_new_tokens", "batch_size"):
+        for name in ("persona_max_new_tokens", "capability_max_new_tokens"):
             value = getattr(self, name)
             if value < 1:
                 raise PersonaspaceError(
                     f"{name} is {value}", fix="give a positive number", param=name
                 )
+        check_batch_size(self.batch_size)
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings each setting's record keeps (and compares, to resume)."""
+        return {
+            "persona_max_new_tokens": self.persona_max_new_tokens,
+            "capability_max_new_tokens": self.capability_max_new_tokens,
+        }
 
     @property
     def persona_sampling(self) -> SamplingConfig:
@@ -342,6 +351,7 @@ def _fits(record: dict[str, Any], fresh: dict[str, Any]) -> bool:
         "judge",
         "layer",
         "item_ids",
+        "engine",
     )
     return all(record.get(k) == fresh.get(k) for k in keys)
 
@@ -365,18 +375,19 @@ def run_setting(
         "setting": condition.name,
         "kind": condition.kind,
         "steering_config": condition.steering_config,
-        "settings": asdict(settings),
+        "settings": settings.to_json(),
         "judge": judge.name,
         "layer": layer,
         "item_ids": [m.id for m in modulation] + [c.id for c in capability],
+        "engine": engine_of(lm),
     }
     if path.is_file():
         record = read_json(path)
         if isinstance(record, dict) and _fits(record, fresh):
             return record
         raise PersonaspaceError(
-            f"{path} was made with other settings (model, axis, items, decoding, judge, layer "
-            "or condition)",
+            f"{path} was made with other settings (model, axis, items, decoding, judge, layer, "
+            "condition, or the device, dtype or sampler)",
             fix="start over (discarding the settings' records), or choose another output folder",
         )
     unit = axis.unit(layer)
@@ -502,7 +513,7 @@ def run_cap_eval(
         "axis_sha256": axis.fingerprint(),
         "layer": layer,
         "judge": judge.name,
-        "settings": asdict(settings),
+        "settings": settings.to_json(),
         "harm_proxy": harm_proxy_description(judge.name, rows),
         "capability_scoring": "exact match (personaspace.experiments.scoring)",
         "conditions": {c.name: c.steering_config for c in conditions},

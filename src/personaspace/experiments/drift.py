@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from personaspace.capture import SamplingConfig, generate
+from personaspace.capture import SamplingConfig, engine_of, generate
 from personaspace.catalogue import Scenario
 from personaspace.conversation.prompts import default_system, format_prompt
 from personaspace.errors import PersonaspaceError
 from personaspace.experiments.conditions import Condition, check_file_stems, file_stem
 from personaspace.fileformat import read_json, write_json
 from personaspace.interventions import intervene
+from personaspace.models.device import check_batch_size
 from personaspace.models.loading import LoadedModel
 from personaspace.pipeline.work import item_seed
 from personaspace.vectors.axis import Axis
@@ -46,17 +47,14 @@ class DriftSettings:
 
     Example:
         >>> DriftSettings().to_json()
-        {'max_new_tokens': 48, 'temperature': 0.7, 'top_p': 0.9, 'seed': 0, 'batch_size': 32}
+        {'max_new_tokens': 48, 'temperature': 0.7, 'top_p': 0.9, 'seed': 0}
     """
 
     sampling: SamplingConfig = DRIFT_SAMPLING
-    batch_size: int = 32
+    batch_size: int | None = None  # None: one that suits the device (replies do not depend on it)
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise PersonaspaceError(
-                f"batch_size is {self.batch_size}", fix="give a positive size", param="batch_size"
-            )
+        check_batch_size(self.batch_size)
 
     def to_json(self) -> dict[str, Any]:
         """The settings as transcripts record them (and compare, to resume)."""
@@ -66,7 +64,6 @@ class DriftSettings:
             "temperature": s.temperature,
             "top_p": s.top_p,
             "seed": s.seed,
-            "batch_size": self.batch_size,
         }
 
 
@@ -111,6 +108,7 @@ def new_transcript(
         },
         "finish_reasons": [],
         "settings": settings.to_json(),
+        "engine": engine_of(lm),
         "complete": False,
     }
     if condition.steering_config:
@@ -119,7 +117,15 @@ def new_transcript(
 
 
 def _fits(record: dict[str, Any], fresh: dict[str, Any]) -> bool:
-    keys = ("model", "scenario", "user_turns_sha256", "condition", "settings", "steering_config")
+    keys = (
+        "model",
+        "scenario",
+        "user_turns_sha256",
+        "condition",
+        "settings",
+        "steering_config",
+        "engine",
+    )
     if not all(record.get(k) == fresh.get(k) for k in keys):
         return False
     done, want = record.get("projections") or {}, fresh["projections"]
@@ -132,8 +138,8 @@ def _load_or_new(path: Path, fresh: dict[str, Any]) -> dict[str, Any]:
     record = read_json(path)
     if not isinstance(record, dict) or not _fits(record, fresh):
         raise PersonaspaceError(
-            f"{path} was made with other settings (model, axis, layers, decoding, condition "
-            "or the scenario's user turns)",
+            f"{path} was made with other settings (model, axis, layers, decoding, condition, "
+            "the scenario's user turns, or the device, dtype or sampler)",
             fix="start over (discarding the transcripts), or choose another output folder",
         )
     return record

@@ -71,6 +71,7 @@ def calibrate_run(
     conversations: Sequence[FormattedConversation] | None = None,
     source: str | None = None,
     on_batch: Callable[[int], object] | None = None,
+    batch_size: int | None = None,
 ) -> tuple[Calibration, CappingConfig]:
     """Calibrate the run's axis and write both files into the run.
 
@@ -88,7 +89,9 @@ def calibrate_run(
         conversations = run_calibration_set(lm, folder.path, kinds=kinds, limit=limit)
         source = f"{len(conversations)} replies ({', '.join(kinds)}) of {folder.path.name}"
     source = source or f"{len(conversations)} conversations"
-    calibration = calibrate(lm, axis, conversations, source=source, on_batch=on_batch)
+    calibration = calibrate(
+        lm, axis, conversations, batch_size=batch_size or 8, source=source, on_batch=on_batch
+    )
     chosen = list(ranges) if ranges else default_ranges(lm.adapter.n_layers)
     config = build_capping_config(axis, calibration, chosen, percentiles)
     folder.save_calibration(calibration)

@@ -11,9 +11,14 @@ from typing import Any
 from personaspace.capture.sampling import SamplingConfig
 from personaspace.catalogue.presets import preset_spec
 from personaspace.errors import PersonaspaceError
+from personaspace.models.device import check_batch_size
 
 # Settings that do not change what is computed, so a resumed run may differ in them.
-NON_RESULT_FIELDS = frozenset({"batch_size", "judge_concurrency", "judge_rate_per_s"})
+# (device and dtype do change results: the resolved ones are checked from config.json's
+# header when a run resumes, so "auto" on two machines is compared by what it chose.)
+NON_RESULT_FIELDS = frozenset(
+    {"batch_size", "judge_concurrency", "judge_rate_per_s", "device", "dtype"}
+)
 # Settings applied after generation and judging: changing them against a finished or
 # partial run keeps every response and re-aggregates (no --force needed).
 ANALYSIS_FIELDS = frozenset(
@@ -53,9 +58,11 @@ class AxisConfig:
     min_count: int | None = None
     trait_threshold: float = 50.0
     sampling: SamplingConfig = field(default=AXIS_SAMPLING)
-    batch_size: int = 32
+    batch_size: int | None = None
     analysis_layer: int | None = None
     normalize_rows: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
 
     def __post_init__(self) -> None:
         if self.judge not in ("local", "openai", "none"):
@@ -70,11 +77,11 @@ class AxisConfig:
             )
         if self.min_count is None:
             object.__setattr__(self, "min_count", preset_spec(self.preset).min_count)
-        for name in ("min_count", "batch_size"):
-            if getattr(self, name) < 1:
-                raise PersonaspaceError(
-                    f"{name} is {getattr(self, name)}", fix="use 1 or more", param=name
-                )
+        if self.kept_per_role < 1:
+            raise PersonaspaceError(
+                f"min_count is {self.min_count}", fix="use 1 or more", param="min_count"
+            )
+        check_batch_size(self.batch_size)
 
     @property
     def kept_per_role(self) -> int:

@@ -22,11 +22,13 @@ import torch
 
 from personaspace.analysis import PersonaSpace, analyse
 from personaspace.capture import Generation, generate, response_means
+from personaspace.capture.sampling import SAMPLER
 from personaspace.catalogue import Catalogue, Selection, load_catalogue, select
 from personaspace.conversation.prompts import format_prompt
 from personaspace.errors import PersonaspaceError
 from personaspace.judge import Judge, RoleItem, TraitItem, make_judge
 from personaspace.models import LoadedModel, load_model
+from personaspace.models.device import resolve_placement
 from personaspace.pipeline.aggregate import Aggregate, aggregate
 from personaspace.pipeline.calibrate import calibrate_run
 from personaspace.pipeline.config import AxisConfig
@@ -43,6 +45,7 @@ from personaspace.runfolder import (
 
 Progress = Callable[[int, int], None]  # (items done so far, items in total)
 MIN_ROLES = 3  # a persona space needs at least three role vectors
+PROMPT_ROOM = 256  # tokens allowed for a prompt when choosing an automatic batch size
 
 
 class RunCounts(TypedDict):
@@ -119,6 +122,7 @@ class _Timings:
 @dataclass
 class _Setup:
     config: AxisConfig
+    force: bool
     folder: RunFolder
     catalogue: Catalogue
     selection: Selection
@@ -143,6 +147,7 @@ def _prepare(config: AxisConfig, out: str | Path, force: bool, judge_api_key: st
         roles=list(config.roles) if config.roles else None,
         traits=list(config.traits) if config.traits else None,
     )
+    resolve_placement(config.device, config.dtype)  # a bad device or dtype fails here
     folder = RunFolder(out)
     folder.check_new_or_own()
     if folder.file("config.json").is_file():
@@ -166,13 +171,16 @@ def _prepare(config: AxisConfig, out: str | Path, force: bool, judge_api_key: st
         rate_per_s=config.judge_rate_per_s,
     )
     judge.check()  # an unreachable judge fails here, before any generation
-    return _Setup(config, folder, catalogue, selection, judge)
+    return _Setup(config, force, folder, catalogue, selection, judge)
 
 
 def _load(setup: _Setup) -> _Loaded:
     """The model, its layers, the run's work and the header written to ``config.json``."""
     config = setup.config
-    lm = load_model(config.model)
+    placement = resolve_placement(config.device, config.dtype)
+    engine = {"device": placement.device_name, "dtype": placement.dtype_name, "sampler": SAMPLER}
+    _check_engine(setup.folder, engine, setup.force)
+    lm = load_model(config.model, dtype=placement.dtype, device=placement.device)
     layers = list(range(lm.adapter.n_layers))
     analysis_layer = lm.adapter.check_layers(
         [config.analysis_layer if config.analysis_layer is not None else lm.adapter.n_layers // 2]
@@ -190,10 +198,34 @@ def _load(setup: _Setup) -> _Loaded:
         "n_layers": len(layers),
         "hidden_size": lm.adapter.hidden_size,
         "chat_tuned": lm.chat_tuned,
+        "engine": engine,
     }
     # (re)written each time: analysis settings may have changed since the last session
     setup.folder.write_header(header)
     return _Loaded(lm, layers, analysis_layer, shards, header)
+
+
+# What a run made before the engine recorded itself was made with.
+ENGINE_BEFORE_RECORDS = {"device": "cpu", "dtype": "float32", "sampler": "exponential-race/v1"}
+
+
+def _check_engine(folder: RunFolder, engine: dict[str, str], force: bool) -> None:
+    """Refuse to resume shards made on another device, in another dtype or with another
+    sampler: their replies would not be what this run makes (``force``: discard them)."""
+    header = folder.header()
+    if not header or not folder.file("shards").is_dir():
+        return
+    before = {**ENGINE_BEFORE_RECORDS, **header.get("engine", {})}
+    changed = [k for k in ENGINE_BEFORE_RECORDS if before.get(k) != engine[k]]
+    if changed and force:
+        folder.clear_outputs()
+    elif changed:
+        was = ", ".join(f"{k} {before[k]} (now {engine[k]})" for k in changed)
+        raise PersonaspaceError(
+            f"{folder.path} holds replies made with another {', '.join(changed)}: {was}",
+            fix="resume with the same device and dtype, use another folder, or force a fresh "
+            "start (discarding it)",
+        )
 
 
 class Scores(TypedDict, total=False):
@@ -277,7 +309,9 @@ def _generate_and_judge(
     new_tokens = 0
     # The partition into batches is fixed by the work alone, so a resumed run computes every
     # batch exactly as an uninterrupted run does (same shapes, same padding, same numbers).
-    for group in _groups(shards, list(shards), config.batch_size):
+    # prompts of the catalogue are well under PROMPT_ROOM tokens
+    batch_size = lm.batch_size(config.batch_size, PROMPT_ROOM + sampling.max_new_tokens)
+    for group in _groups(shards, list(shards), batch_size):
         if all(s in finished for s in group):
             continue
         items = [it for s in group for it in shards[s]]
@@ -287,7 +321,7 @@ def _generate_and_judge(
                 [format_prompt(lm, it.question, it.system) for it in items],
                 sampling,
                 layers=loaded.layers,
-                batch_size=config.batch_size,
+                batch_size=batch_size,
                 seeds=[it.seed for it in items],
             )
         new_tokens += sum(len(g.token_ids) for g in gens)
