@@ -4,6 +4,7 @@ A catalogue folder, built-in or the user's, may hold any of::
 
     roles/*.json        lists of roles          traits/*.json     lists of traits
     scenarios/*.json    lists of scripts        questions.json    extraction questions
+    task_questions.json task-type questions     validation/*.json validation transcripts
     modulation.json     persona-modulation      capability.json   capability items
     default.json        {"prompts": [...]}      rubrics.json      judge templates
 """
@@ -19,14 +20,14 @@ from personaspace.catalogue.types import Catalogue
 from personaspace.errors import PersonaspaceError
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "data"
-LIST_SECTIONS: dict[str, tuple[str, str, Any]] = {
-    # section: (location, key field, parser); a location ending in "/" is a folder of files
-    "roles": ("roles/", "name", v.parse_role),
-    "traits": ("traits/", "name", v.parse_trait),
-    "scenarios": ("scenarios/", "id", v.parse_scenario),
-    "questions": ("questions.json", "id", v.parse_question),
-    "modulation": ("modulation.json", "id", v.parse_modulation),
-    "capability": ("capability.json", "id", v.parse_capability),
+LIST_SECTIONS: dict[str, tuple[tuple[str, ...], str, Any]] = {
+    # section: (locations, key field, parser); a location ending in "/" is a folder of files
+    "roles": (("roles/",), "name", v.parse_role),
+    "traits": (("traits/",), "name", v.parse_trait),
+    "scenarios": (("scenarios/",), "id", v.parse_scenario),
+    "questions": (("questions.json", "task_questions.json"), "id", v.parse_question),
+    "modulation": (("modulation.json",), "id", v.parse_modulation),
+    "capability": (("capability.json",), "id", v.parse_capability),
 }
 OTHER_FILES = {"default.json", "rubrics.json"}
 
@@ -54,7 +55,9 @@ def _files(root: Path, location: str) -> list[Path]:
 
 def read_folder(root: Path) -> dict[str, Any]:
     """Parse every section present in ``root``; absent sections are simply not returned."""
-    known = {loc for loc, _, _ in LIST_SECTIONS.values() if not loc.endswith("/")} | OTHER_FILES
+    known = {
+        loc for locs, _, _ in LIST_SECTIONS.values() for loc in locs if not loc.endswith("/")
+    } | OTHER_FILES
     for stray in sorted(root.glob("*.json")):
         if stray.name not in known:
             raise PersonaspaceError(
@@ -63,8 +66,8 @@ def read_folder(root: Path) -> dict[str, Any]:
                 "traits/ or scenarios/",
             )
     sections: dict[str, Any] = {}
-    for section, (location, key, parse) in LIST_SECTIONS.items():
-        files = _files(root, location)
+    for section, (locations, key, parse) in LIST_SECTIONS.items():
+        files = [f for location in locations for f in _files(root, location)]
         if not files:
             continue
         entries: dict[str, Any] = {}
