@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.util
 import json
 import statistics
 import sys
@@ -155,6 +156,45 @@ def hf_generate(lm: Any, rows: list[list[int]], config: SamplingConfig, batch: i
     return tokens
 
 
+def model_folder(spec: str) -> str | None:
+    """A Hugging Face folder for ``spec`` (the dequantized cache of a bundled GGUF)."""
+    from pathlib import Path
+
+    from personaspace.models import cache
+    from personaspace.models.bundled import BUNDLED_MODELS
+
+    bundled = BUNDLED_MODELS.get(spec)
+    if bundled is not None:
+        folder = cache.gguf_cache_dir(bundled.locate_gguf(cache.cache_root()))
+        return str(folder) if cache.is_cached(folder) else None
+    return spec if Path(spec).is_dir() else spec if "/" in spec else None
+
+
+def vllm_runner(spec: str, dtype: str) -> Callable[[list[list[int]], SamplingConfig], int] | None:
+    """vLLM's offline engine on the same token ids, where vLLM is installed (no capture)."""
+    if importlib.util.find_spec("vllm") is None:
+        return None
+    folder = model_folder(spec)
+    if folder is None:
+        return None
+    from vllm import LLM, SamplingParams  # type: ignore[import-not-found]
+
+    llm = LLM(model=folder, dtype=dtype, enforce_eager=False)
+
+    def run(rows: list[list[int]], config: SamplingConfig) -> int:
+        params = SamplingParams(
+            temperature=config.temperature,
+            top_p=config.top_p,
+            max_tokens=config.max_new_tokens,
+            stop=list(config.stop_strings) or None,
+        )
+        prompts = [{"prompt_token_ids": r} for r in rows]
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+        return sum(len(o.outputs[0].token_ids) for o in outputs)
+
+    return run
+
+
 def timed(device: torch.device, run: Callable[[], int]) -> tuple[int, float]:
     _sync(device)
     t = time.perf_counter()
@@ -207,17 +247,26 @@ def main() -> None:
                 )
             return sum(len(g.token_ids) for g in gens)
 
+        # the capture pair runs back to back in every rep (their ratio is what counts)
+        variants[f"ours {tag} b64"] = lambda o=ours: o(batch=64)
+        variants[f"ours-nocapture {tag} b64"] = lambda o=ours: o(batch=64, reductions=())
         for b in batches:
-            variants[f"ours {tag} b{b}"] = lambda o=ours, b=b: o(batch=b)
+            if b != 64:
+                variants[f"ours {tag} b{b}"] = lambda o=ours, b=b: o(batch=b)
             if not args.no_hf:
                 variants[f"hf {tag} b{b}"] = lambda lm=lm, b=b: hf_generate(
                     lm, [p.input_ids for p in prompts], config, b
                 )
-        variants[f"ours-nocapture {tag} b64"] = lambda o=ours: o(batch=64, reductions=())
         if args.ablate:
             for k in range(len(FEATURES)):
                 label = "before" if k == 0 else f"+{FEATURES[k - 1]}"
                 variants[f"ablate {k} {label} {tag} b64"] = lambda o=ours, k=k: o(enabled=k)
+    if device.type == "cuda":
+        for dtype in dtypes:
+            tag = str(dtype).removeprefix("torch.")
+            runner = vllm_runner(args.model, tag)
+            if runner is not None:
+                variants[f"vllm {tag}"] = lambda r=runner: r([p.input_ids for p in prompts], config)
     peaks = {str(d).removeprefix("torch."): matmul_peak(d, device) for d in dtypes}
     for lm in models.values():  # warm up
         generate(lm, prompts[:2], SamplingConfig(max_new_tokens=2), batch_size=2)
@@ -253,6 +302,9 @@ def main() -> None:
         "variants": table,
         "best_ours": best_ours,
         "best_hf": best_hf,
+        "vllm": "measured"
+        if any(k.startswith("vllm") for k in table)
+        else "not run (needs a CUDA GPU and the vllm package)",
     }
     if best_hf:
         result["ours_over_best_hf"] = round(ours_rates[best_ours] / hf[best_hf], 2)

@@ -113,9 +113,7 @@ def test_bfloat16_generation_agrees_with_float32(alias: str) -> None:
     shards = build_work(selection, low.display_name, 0, 4, chat_tuned=low.chat_tuned)
     items = [it for s, v in shards.items() if s.startswith("role/") for it in v][::40][:12]
     prompts = [format_prompt(low, it.question, it.system) for it in items]
-    config = SamplingConfig(max_new_tokens=24, temperature=0.7, top_p=0.9).for_model(
-        low.chat_tuned
-    )
+    config = SamplingConfig(max_new_tokens=24, temperature=0.7, top_p=0.9).for_model(low.chat_tuned)
     gens = [g for g in generate(low, prompts, config, seeds=[it.seed for it in items])]
     pairs = [(p, g) for p, g in zip(prompts, gens) if g.token_ids]
     assert len(pairs) >= 8
