@@ -171,7 +171,8 @@ def test_presets_are_deterministic_and_sized(cat) -> None:  # type: ignore[no-un
     )
     assert 45 <= len(quick.roles) <= 55
     assert {r.category for r in quick.roles} == set(ROLE_CATEGORIES)
-    assert {len(r.prompts) for r in quick.roles} == {2} and 6 <= len(quick.questions) <= 8
+    assert {len(r.prompts) for r in quick.roles} == {2} and len(quick.questions) == 12
+    assert sum(q.category.startswith("task_") for q in quick.questions) == 6
     assert {"therapist", "consultant", "ghost", "leviathan"} <= {r.name for r in quick.roles}
     assert len(full.roles) == len(cat.roles) and len(full.questions) == len(cat.questions)
     assert all(len(r.prompts) >= 5 for r in full.roles)

@@ -1,7 +1,8 @@
 """Presets: deterministic subsets of the catalogue sized for a test, a laptop, or the paper.
 
 ``tiny``   a handful of roles, 1 prompt each, 2 questions: for tests.
-``quick``  49 roles spanning every category, 2 prompts each, 6 questions: the default,
+``quick``  49 roles spanning every category, 2 prompts each, 12 questions (6 of them tasks,
+           dealt across every category): the default,
            a run of a few minutes on a laptop CPU with the bundled model.
 ``full``   everything: every role with all its prompts and every question (the published
            scale: 5 prompts x 240 questions per role), every trait.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, replace
+from itertools import zip_longest
 from typing import Literal, TypeVar
 
 from personaspace.catalogue.types import Catalogue, Question, Role, Trait
@@ -64,7 +66,7 @@ class PresetSpec:
 
 SPECS: dict[str, PresetSpec] = {
     "tiny": PresetSpec(4, 1, 2, 1, 2, 1, 2, min_count=1),
-    "quick": PresetSpec(49, 2, 6, None, 8, 2, 4),
+    "quick": PresetSpec(49, 2, 12, None, 8, 2, 4),
     "full": PresetSpec(None, None, None, None, None, None, None),
 }
 
@@ -112,6 +114,31 @@ def _deal_roles(catalogue: Catalogue, n: int | None) -> list[Role]:
             if queue and (n is None or len(dealt) < n):
                 dealt.append(queue.pop(0))
     return sorted(dealt, key=lambda r: (r.category, r.name))
+
+
+def deal_questions(questions: Collection[Question], n: int | None) -> list[Question]:
+    """``n`` questions dealt round-robin across categories, task categories (``task_*``)
+    taking turns with the others, each category in id order: any ``n`` gets an even mix of
+    tasks and character questions, the same on every machine.
+
+    Example:
+        >>> qs = [Question(f"q{i}", c, "?") for i, c in enumerate(["a", "a", "task_x", "b"])]
+        >>> [q.category for q in deal_questions(qs, 3)]
+        ['a', 'task_x', 'b']
+    """
+    by_category: dict[str, list[Question]] = {}
+    for question in sorted(questions, key=lambda q: q.id):
+        by_category.setdefault(question.category, []).append(question)
+    tasks = sorted(c for c in by_category if c.startswith("task_"))
+    others = sorted(c for c in by_category if not c.startswith("task_"))
+    order = [c for pair in zip_longest(others, tasks) for c in pair if c is not None]
+    queues = [list(by_category[c]) for c in order]
+    dealt: list[Question] = []
+    while any(queues) and (n is None or len(dealt) < n):
+        for queue in queues:
+            if queue and (n is None or len(dealt) < n):
+                dealt.append(queue.pop(0))
+    return dealt
 
 
 def _only(names: list[str] | None, known: Collection[str], what: str) -> set[str] | None:
@@ -166,7 +193,7 @@ def select(
         )
         for r in chosen_roles
     ]
-    questions = _take(sorted(catalogue.questions.values(), key=lambda q: q.id), spec.questions)
+    questions = deal_questions(catalogue.questions.values(), spec.questions)
     ordered_traits = sorted(
         catalogue.traits.values(),
         key=lambda t: (
