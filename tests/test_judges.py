@@ -67,12 +67,18 @@ def test_local_rule() -> None:
 
 
 LABELS = Path(__file__).parent / "data" / "judge_labels.jsonl"
+TRAIT_LABELS = LABELS.parent / "trait_labels.jsonl"
 
 
 def test_hand_labels_are_complete() -> None:
     rows = [json.loads(line) for line in LABELS.read_text().splitlines()]
-    assert len(rows) >= 150
+    assert len(rows) >= 350
     assert {r["model"] for r in rows} == {"smollm2-135m-instruct", "gemma-3-270m"}
+    traits = [json.loads(x) for x in TRAIT_LABELS.read_text().splitlines()]
+    assert len(traits) >= 150 and all(0 <= r["label"] <= 100 and r["note"] for r in traits)
+    for second in ("judge_labels_second.jsonl", "trait_labels_second.jsonl"):
+        ids = {json.loads(x)["id"] for x in (LABELS.parent / second).read_text().splitlines()}
+        assert ids <= {r["id"] for r in rows + traits}, second
     assert all(r["label"] in (0, 1, 2, 3) and r["response"] and r["note"] for r in rows)
     assert len({r["id"] for r in rows}) == len(rows)
 
@@ -80,9 +86,10 @@ def test_hand_labels_are_complete() -> None:
 def test_local_judge_agrees_with_hand_labels() -> None:
     """The shipped thresholds against the stored labels (figures in BENCHMARKS.md).
 
-    Floors sit a little under the measured values (accuracy 0.75, kappa 0.36, quadratic
-    kappa 0.58 in-sample; 0.72 / 0.31 / 0.54 cross-validated): a change to the judge that
-    loses agreement fails here.
+    Floors sit a little under the measured values on the 536 labels (accuracy 0.815, kappa
+    0.43, quadratic kappa 0.61 with the shipped thresholds; 0.81 / 0.42 / 0.60 with
+    thresholds refit in role-grouped cross-validation): a change to the judge that loses
+    agreement fails here.
     """
     items, labels = read_labels(LABELS)
     # an unscored (empty) reply counts as class 1
@@ -90,8 +97,8 @@ def test_local_judge_agrees_with_hand_labels() -> None:
     accuracy = sum(p == y for p, y in zip(predicted, labels)) / len(labels)
     majority = max(labels.count(k) for k in range(4)) / len(labels)
     assert accuracy > majority
-    assert cohen_kappa(labels, predicted) >= 0.3
-    assert cohen_kappa(labels, predicted, quadratic=True) >= 0.5
+    assert cohen_kappa(labels, predicted) >= 0.4
+    assert cohen_kappa(labels, predicted, quadratic=True) >= 0.58
 
 
 class FakeJudgeServer(BaseHTTPRequestHandler):

@@ -285,3 +285,82 @@ def test_too_few_roles_writes_what_it_has_with_the_verdict(setup, tmp_path, caps
     again = run_axis(config(setup), tmp_path)
     assert again.verdict is None and again.summary["counts"]["generated_tokens_this_session"] == 0
     assert (tmp_path / "axis.safetensors").is_file()
+
+
+def test_every_run_reports_diagnostics_nulls_and_validation(
+    setup, tmp_path, monkeypatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    from personaspace.cli.main import main
+
+    monkeypatch.setenv("PERSONASPACE_CACHE", str(tmp_path / "cache"))
+    run = run_axis(config(setup, analysis_layer="auto"), tmp_path / "run")
+    d = run.summary["diagnostics"]
+    assert d["analysis_layer"]["chosen_by"] == "held-out default-vs-role AUC (auto)"
+    assert d["analysis_layer"]["layer"] == d["best_layer_by_auc"]
+    assert run.summary["analysis"]["analysis_layer"] == d["best_layer_by_auc"]
+    assert len(d["held_out_auc"]) == 3 and len(d["split_half_questions"]) == 3
+    boot = d["bootstrap"]["cos_axis_pc1"]
+    assert boot["low"] <= boot["estimate"] <= boot["high"]
+    null = d["random_init_null"]
+    assert null["model"].startswith("random-init:") and len(null["cos_axis_pc1"]) == 3
+    assert isinstance(d["verdict"], list)
+    # the built-in transcripts are longer than the tiny model's 512 characters: said, not hidden
+    assert run.summary["validation"]["passed"] is False
+    assert "longer than" in run.summary["validation"]["error"]
+    cached = list((tmp_path / "cache" / "nulls").glob("*.safetensors"))
+    assert len(cached) == 1
+    # re-aggregating reads the null from its cache: the same figures, no new file
+    again = run_axis(config(setup, analysis_layer="auto", score_threshold=2), tmp_path / "run")
+    assert again.summary["diagnostics"]["random_init_null"] == null
+    assert list((tmp_path / "cache" / "nulls").glob("*.safetensors")) == cached
+    assert "random-init" in (tmp_path / "run" / "report.html").read_text()
+    # personaspace validate on the finished run
+    short = tmp_path / "short"
+    short.mkdir()
+    for name, expect, last in (("calm", "stable", "Sure."), ("slide", "drifting", "Beloved.")):
+        chat = [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Sure."}]
+        chat += [{"role": "user", "content": "And?"}, {"role": "assistant", "content": last}]
+        (short / f"{name}.json").write_text(json.dumps({"expect": expect, "messages": chat}))
+    args = ["validate", str(tmp_path / "run"), "--transcripts", str(short)]
+    assert main([*args, "--directions", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "conversations as expected" in out
+    assert json.loads((tmp_path / "run" / "validate.json").read_text())["null"]["directions"] == 5
+    assert main(["validate", str(tmp_path / "run"), "--directions", "0"]) == 2
+    assert "--directions is 0" in capsys.readouterr().err
+
+
+def test_no_null_and_a_bad_layer_word(setup, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    run = run_axis(config(setup, null="none"), tmp_path)
+    assert "random_init_null" not in run.summary["diagnostics"]
+    with pytest.raises(PersonaspaceError, match="analysis_layer is 'middle'"):
+        config(setup, analysis_layer="middle")
+    with pytest.raises(PersonaspaceError, match="null is 'shuffled'"):
+        config(setup, null="shuffled")
+
+
+def test_role_prompts_follow_the_character_card_and_old_runs_resume_without(
+    setup, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    from personaspace.catalogue import load_catalogue
+    from personaspace.pipeline.work import character_card
+
+    run_axis(config(setup, null="none"), tmp_path / "card")
+    catalogue = load_catalogue(str(setup[1]), replace=True)
+    lines = (tmp_path / "card" / "responses.jsonl").read_text().splitlines()
+    roles = [r for r in map(json.loads, lines) if r["kind"] == "role"]
+    for r in roles:
+        role = catalogue.roles[r["name"]]
+        assert r["system"] == f"{character_card(role)} {role.prompts[r['prompt_index']]}"
+    plain = run_axis(config(setup, null="none", role_card=False), tmp_path / "plain")
+    assert plain.verdict is None
+    # a folder made before the card existed has no role_card in its config: it asked the
+    # prompts alone, so it resumes without the card and is refused with it
+    path = tmp_path / "plain" / "config.json"
+    stored = json.loads(path.read_text())
+    del stored["config"]["role_card"]
+    path.write_text(json.dumps(stored))
+    again = run_axis(config(setup, null="none", role_card=False), tmp_path / "plain")
+    assert again.summary["counts"]["generated_tokens_this_session"] == 0
+    with pytest.raises(PersonaspaceError, match="role_card"):
+        run_axis(config(setup, null="none"), tmp_path / "plain")

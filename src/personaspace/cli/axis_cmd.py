@@ -11,9 +11,11 @@ from tqdm import tqdm
 from personaspace.capture.sampling import SamplingConfig
 from personaspace.catalogue import PRESETS
 from personaspace.cli.common import add_model_options, print_rows
+from personaspace.errors import PersonaspaceError
 from personaspace.models import DEFAULT_MODEL
 from personaspace.pipeline import AxisConfig, AxisRun, run_axis
 from personaspace.pipeline.config import AXIS_SAMPLING
+from personaspace.report.trust import diagnostic_rows
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,9 +61,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-p", type=float, default=AXIS_SAMPLING.top_p)
     parser.add_argument("--seed", type=int, default=AXIS_SAMPLING.seed)
     add_model_options(parser)
-    parser.add_argument("--layer", type=int, default=None, help="analysis layer (default: middle)")
+    parser.add_argument(
+        "--layer",
+        default=None,
+        help="analysis layer: a number, or auto (best held-out default-vs-role AUC); "
+        "default: the middle layer",
+    )
+    parser.add_argument(
+        "--null",
+        choices=("random-init", "none"),
+        default="random-init",
+        help="the random-init null beside the diagnostics (cached; none skips it)",
+    )
     parser.add_argument(
         "--normalize-rows", action="store_true", help="L2-normalise role vectors for PCA"
+    )
+    parser.add_argument(
+        "--no-role-card",
+        dest="role_card",
+        action="store_false",
+        help="ask the role prompts alone, without the character card before each",
     )
     parser.add_argument(
         "--force",
@@ -82,6 +101,17 @@ def _names(text: str | None) -> tuple[str, ...] | None:
     if text is None:
         return None
     return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def _layer(text: str | None) -> int | str | None:
+    if text is None or text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError as err:
+        raise PersonaspaceError(
+            f"--layer {text!r} is not a layer", fix="give a number, or auto"
+        ) from err
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,8 +136,10 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
         ),
         batch_size=args.batch_size,
-        analysis_layer=args.layer,
+        analysis_layer=_layer(args.layer),
+        null=args.null,
         normalize_rows=args.normalize_rows,
+        role_card=args.role_card,
         device=args.device,
         dtype=args.dtype,
     )
@@ -164,8 +196,11 @@ def _print_summary(result: AxisRun, config: AxisConfig) -> None:
             ("Assistant end", ", ".join(at.assistant_end[:5])),
             ("far end", ", ".join(at.far_end[:5])),
         ]
+    rows += diagnostic_rows(s)
     rows.append(("time", ", ".join(f"{k[:-2]} {v:.0f}s" for k, v in s["timings"].items())))
     print_rows(rows)
+    for line in s.get("diagnostics", {}).get("verdict", []):
+        print(f"not above its null: {line}")
     if result.verdict is not None:
         print(
             f"\nverdict: no persona space: {result.verdict}.\nThe same command with "

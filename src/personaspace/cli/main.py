@@ -22,6 +22,7 @@ from personaspace.cli import (
     monitor_cmd,
     serve_cmd,
     steer_base_cmd,
+    validate_cmd,
 )
 from personaspace.errors import PersonaspaceError
 
@@ -30,6 +31,7 @@ COMMANDS = (
     catalogue_cmd,
     axis_cmd,
     calibrate_cmd,
+    validate_cmd,
     compare_cmd,
     steer_base_cmd,
     export_cmd,

@@ -22,8 +22,16 @@ NON_RESULT_FIELDS = frozenset(
 # Settings applied after generation and judging: changing them against a finished or
 # partial run keeps every response and re-aggregates (no --force needed).
 ANALYSIS_FIELDS = frozenset(
-    {"score_threshold", "min_count", "trait_threshold", "analysis_layer", "normalize_rows"}
+    {
+        "score_threshold",
+        "min_count",
+        "trait_threshold",
+        "analysis_layer",
+        "normalize_rows",
+        "null",
+    }
 )
+NULLS = ("random-init", "none")
 # The decoding of every reply: temperature 0.7 and top-p 0.9 as published, 64 new tokens.
 AXIS_SAMPLING = SamplingConfig(max_new_tokens=64, temperature=0.7, top_p=0.9, seed=0)
 SAMPLING_FIELDS = ("max_new_tokens", "temperature", "top_p", "seed")
@@ -59,10 +67,12 @@ class AxisConfig:
     trait_threshold: float = 50.0
     sampling: SamplingConfig = field(default=AXIS_SAMPLING)
     batch_size: int | None = None
-    analysis_layer: int | None = None
+    analysis_layer: int | str | None = None  # None: the middle layer; "auto": best held-out AUC
     normalize_rows: bool = False
+    role_card: bool = True  # the character card before each role prompt (work.character_card)
     device: str = "auto"
     dtype: str = "auto"
+    null: str = "random-init"
 
     def __post_init__(self) -> None:
         if self.judge not in ("local", "openai", "none"):
@@ -82,6 +92,16 @@ class AxisConfig:
                 f"min_count is {self.min_count}", fix="use 1 or more", param="min_count"
             )
         check_batch_size(self.batch_size)
+        if isinstance(self.analysis_layer, str) and self.analysis_layer != "auto":
+            raise PersonaspaceError(
+                f"analysis_layer is {self.analysis_layer!r}",
+                fix="give a layer number, or auto",
+                param="analysis_layer",
+            )
+        if self.null not in NULLS:
+            raise PersonaspaceError(
+                f"null is {self.null!r}", fix="use random-init or none", param="null"
+            )
 
     @property
     def kept_per_role(self) -> int:

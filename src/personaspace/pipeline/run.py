@@ -21,6 +21,7 @@ from typing import Any, TypedDict
 import torch
 
 from personaspace.analysis import PersonaSpace, analyse
+from personaspace.analysis.diagnostics import best_layer, held_out_auc
 from personaspace.capture import Generation, generate, response_means
 from personaspace.capture.sampling import SAMPLER
 from personaspace.catalogue import Catalogue, Selection, load_catalogue, select
@@ -29,9 +30,11 @@ from personaspace.errors import PersonaspaceError
 from personaspace.judge import Judge, RoleItem, TraitItem, make_judge
 from personaspace.models import LoadedModel, load_model
 from personaspace.models.device import resolve_placement
+from personaspace.monitor.validate import read_validation_set, validate_axis
 from personaspace.pipeline.aggregate import Aggregate, aggregate
 from personaspace.pipeline.calibrate import calibrate_run
 from personaspace.pipeline.config import AxisConfig
+from personaspace.pipeline.diagnose import random_init_null, reply_diagnostics, reply_set, verdict
 from personaspace.pipeline.work import WorkItem, build_work
 from personaspace.report.axis_report import axis_report
 from personaspace.runfolder import (
@@ -39,9 +42,11 @@ from personaspace.runfolder import (
     CALIBRATION_FILE,
     CAPPING_FILE,
     REPORT_FILE,
+    VALIDATION_FILE,
     ResponseRecord,
     RunFolder,
 )
+from personaspace.vectors.axis import Axis
 
 Progress = Callable[[int, int], None]  # (items done so far, items in total)
 MIN_ROLES = 3  # a persona space needs at least three role vectors
@@ -82,8 +87,11 @@ class _Summary(TypedDict):
 
 class AxisSummary(_Summary, total=False):
     """What ``summary.json`` holds. ``analysis`` is ``None`` and ``verdict`` says why when
-    too few roles were kept for a persona space."""
+    too few roles were kept for a persona space; ``diagnostics`` says how trustworthy the
+    axis is (with its nulls) and ``validation`` how it reads the validation set."""
 
+    diagnostics: dict[str, Any]
+    validation: dict[str, Any]
     calibration: CalibrationInfo
     generated_tokens_per_s: float
     verdict: str
@@ -133,7 +141,7 @@ class _Setup:
 class _Loaded:
     lm: LoadedModel
     layers: list[int]
-    analysis_layer: int
+    analysis_layer: int | None  # None: chosen from the replies (held-out AUC)
     shards: dict[str, list[WorkItem]]
     header: dict[str, Any]
 
@@ -151,7 +159,8 @@ def _prepare(config: AxisConfig, out: str | Path, force: bool, judge_api_key: st
     folder = RunFolder(out)
     folder.check_new_or_own()
     if folder.file("config.json").is_file():
-        previous = AxisConfig.from_json(folder.settings())
+        # runs made before the character card existed asked the role prompts alone
+        previous = AxisConfig.from_json({"role_card": False, **folder.settings()})
         changed = config.differences(previous, include_analysis=False)
         if changed and not force:
             raise PersonaspaceError(
@@ -182,15 +191,17 @@ def _load(setup: _Setup) -> _Loaded:
     _check_engine(setup.folder, engine, setup.force)
     lm = load_model(config.model, dtype=placement.dtype, device=placement.device)
     layers = list(range(lm.adapter.n_layers))
-    analysis_layer = lm.adapter.check_layers(
-        [config.analysis_layer if config.analysis_layer is not None else lm.adapter.n_layers // 2]
-    )[0]
+    chosen = config.analysis_layer
+    if chosen is None:
+        chosen = lm.adapter.n_layers // 2
+    analysis_layer = None if chosen == "auto" else lm.adapter.check_layers([int(chosen)])[0]
     shards = build_work(
         setup.selection,
         lm.display_name,
         config.sampling.seed,
         setup.selection.trait_questions,
         chat_tuned=lm.chat_tuned,
+        role_card=config.role_card,
     )
     header = {
         "config": config.to_json(),
@@ -257,7 +268,14 @@ def _judge(
     return scores
 
 
+GROUP_BATCHES = 4  # shards are generated together up to this many full batches
+
+
 def _groups(shards: dict[str, list[WorkItem]], pending: list[str], size: int) -> list[list[str]]:
+    """Consecutive shards packed up to ``GROUP_BATCHES`` batches of ``size`` items, so that
+    generation runs mostly full batches (a role's shard alone is smaller than a batch);
+    the packing depends on the work alone, so a resumed run repeats it exactly."""
+    size *= GROUP_BATCHES
     groups: list[list[str]] = []
     current: list[str] = []
     count = 0
@@ -412,7 +430,7 @@ def _write(
     records: list[ResponseRecord],
     agg: Aggregate,
     *,
-    with_axis: bool,
+    axis_layer: int | None,
 ) -> None:
     """Replies, scores and vectors, and the axis when there is a persona space (without one,
     an axis, calibration or report of other analysis settings is removed: it would not match
@@ -436,8 +454,9 @@ def _write(
         traits=agg.trait_vectors,
         trait_counts=agg.trait_pair_counts,
     )
-    if with_axis:
-        folder.save_axis(agg.axis, meta, loaded.analysis_layer)
+    folder.file(VALIDATION_FILE).unlink(missing_ok=True)  # it read the axis this replaces
+    if axis_layer is not None:
+        folder.save_axis(agg.axis, meta, axis_layer)
     else:
         for stale in (AXIS_FILE, CALIBRATION_FILE, CAPPING_FILE, REPORT_FILE):
             folder.file(stale).unlink(missing_ok=True)
@@ -448,24 +467,48 @@ def _persona_space(
     loaded: _Loaded,
     folder: RunFolder,
     records: list[ResponseRecord],
+    vectors: torch.Tensor,
     agg: Aggregate,
     summary: AxisSummary,
     timings: _Timings,
 ) -> PersonaSpace:
-    """Analyse, write the vectors, axis and report, and calibrate the new axis."""
+    """Diagnose, analyse, validate, write the vectors, axis and report, and calibrate."""
+    layers = loaded.layers
+    with timings.stage("diagnose_s"):
+        replies, index = reply_set(records, vectors, agg, config.score_threshold)
+        layer = loaded.analysis_layer
+        chosen_by = "given" if config.analysis_layer is not None else "middle"
+        if layer is None:
+            auc = held_out_auc(replies)
+            layer = best_layer(auc, layers) if auc else layers[len(layers) // 2]
+            chosen_by = "held-out default-vs-role AUC (auto)" if auc else "middle (no AUC)"
+        diagnostics: dict[str, Any] = {
+            "analysis_layer": {"layer": layer, "chosen_by": chosen_by},
+            **reply_diagnostics(replies, layers, layer, seed=config.sampling.seed),
+        }
+        null = None
+        if config.null == "random-init":
+            null = random_init_null(loaded.lm, records, replies, index, layers, layer)
+            diagnostics["random_init_null"] = null
     with timings.stage("analyse_s"):
         space = analyse(
             agg.role_vectors,
             agg.default_vector,
             agg.axis,
             agg.trait_vectors,
-            loaded.layers,
-            loaded.analysis_layer,
+            layers,
+            layer,
             normalize_rows=config.normalize_rows,
         )
+    diagnostics["verdict"] = verdict(
+        diagnostics, null, space.at_analysis_layer.cos_axis_pc1, layers.index(layer)
+    )
     summary["analysis"] = space.to_json()
+    summary["diagnostics"] = diagnostics
+    with timings.stage("validate_s"):
+        summary["validation"] = _validate(loaded, agg, layer)
     with timings.stage("write_s"):
-        _write(folder, loaded, records, agg, with_axis=True)
+        _write(folder, loaded, records, agg, axis_layer=layer)
         folder.write_report(axis_report(summary, space))
     with timings.stage("calibrate_s"):
         # Steering units and capping thresholds for this axis (redone whenever it is).
@@ -476,6 +519,20 @@ def _persona_space(
         "capping_experiments": capping.ids,
     }
     return space
+
+
+def _validate(loaded: _Loaded, agg: Aggregate, layer: int) -> dict[str, Any]:
+    """The validation set projected on the new axis (``personaspace validate``)."""
+    lm, row = loaded.lm, loaded.layers.index(layer)
+    axis = Axis(lm.model_id, loaded.layers, agg.axis.float(), lm.adapter.n_layers, "this run")
+    roles = torch.stack([v[row] for v in agg.role_vectors.values()])
+    try:
+        report = validate_axis(
+            lm, axis, layer, agg.default_vector[row], roles, read_validation_set()
+        )
+    except PersonaspaceError as error:  # the run stands; its validation says why it failed
+        return {"passed": False, "error": str(error)}
+    return report.to_json()
 
 
 def run_axis(
@@ -525,11 +582,11 @@ def run_axis(
     verdict = too_few_roles(agg, config)
     space = None
     if verdict is None:
-        space = _persona_space(config, loaded, folder, records, agg, summary, timings)
+        space = _persona_space(config, loaded, folder, records, vectors, agg, summary, timings)
     else:
         summary["verdict"] = verdict
         with timings.stage("write_s"):
-            _write(folder, loaded, records, agg, with_axis=False)
+            _write(folder, loaded, records, agg, axis_layer=None)
     generation_s = timings.values["generate_s"]
     if new_tokens and generation_s:
         summary["generated_tokens_per_s"] = new_tokens / generation_s

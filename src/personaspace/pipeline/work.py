@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from personaspace.catalogue import Selection
+from personaspace.catalogue import Role, Selection
 from personaspace.conversation.prompts import default_system_prompt
 
 Kind = str  # "role" | "default" | "trait_pos" | "trait_neg"
@@ -37,6 +37,25 @@ def item_seed(run_seed: int, item_id: str) -> int:
     return int.from_bytes(digest[:7], "big")
 
 
+def character_card(role: Role) -> str:
+    """The line that tells a small model which character it plays, put before each role
+    prompt: the prompts alone often leave a 135M model answering as itself. On 50 SmolLM2
+    draws labelled blind, the card before the prompt raised the replies scored 2 or 3 from
+    9 to 16 (11 gained, 4 lost: exact McNemar p = 0.12, a gain in the right direction that
+    50 draws cannot confirm); see docs/studies/trustworthy-axis.md.
+
+    Example:
+        >>> from personaspace.catalogue import Role
+        >>> role = Role("sea_captain", "profession", "A weathered captain.", ("Hi",), "")
+        >>> character_card(role).split(". ")[:2]
+        ['You are playing a character: sea captain', 'A weathered captain']
+    """
+    return (
+        f"You are playing a character: {role.name.replace('_', ' ')}. {role.description} "
+        "Answer in that character's own voice, in the first person."
+    )
+
+
 def build_work(
     selection: Selection,
     model_name: str,
@@ -44,11 +63,13 @@ def build_work(
     trait_questions: int | None,
     *,
     chat_tuned: bool = True,
+    role_card: bool = True,
 ) -> dict[str, list[WorkItem]]:
     """All items of a run, by shard id, in a fixed order.
 
     ``chat_tuned=False`` (a base model) changes only the default prompts' text
-    (``default_system_prompt``); item ids and seeds are the same either way.
+    (``default_system_prompt``); item ids and seeds are the same either way. ``role_card``
+    puts the role's ``character_card`` before each of its prompts.
     """
     shards: dict[str, list[WorkItem]] = {}
 
@@ -66,8 +87,9 @@ def build_work(
             add("default", "default", "default", p, question.id, system, question.text)
     for role in selection.roles:
         for p, prompt in enumerate(role.prompts):
+            system = f"{character_card(role)} {prompt}" if role_card else prompt
             for question in selection.questions:
-                add(f"role/{role.name}", "role", role.name, p, question.id, prompt, question.text)
+                add(f"role/{role.name}", "role", role.name, p, question.id, system, question.text)
     for trait in selection.traits:
         questions = trait.extraction_questions[:trait_questions]
         for p, pair in enumerate(trait.pairs):

@@ -11,6 +11,7 @@ from matplotlib.axes import Axes
 from personaspace.analysis.persona_space import PersonaSpace
 from personaspace.report import plots
 from personaspace.report.page import figures, page, pre_json, table
+from personaspace.report.trust import trust_section
 
 PUBLISHED = [
     ("cos(axis, PC1) at the middle layer", "> 0.71 (Gemma 2 27B, Qwen 3 32B, Llama 3.3 70B)"),
@@ -111,6 +112,7 @@ def axis_report(summary: Mapping[str, Any], space: PersonaSpace) -> str:
     """The ``report.html`` page of a finished run (``summary`` as in ``summary.json``)."""
     body = f"""<h1>Persona space of {html.escape(summary["model_id"])}</h1>
 <h2>Headline figures</h2>{table(headline(summary, space))}
+{trust_section(summary)}
 <h2>Published figures for comparison (27-70B models)</h2>{table(PUBLISHED)}
 <p>Small models may differ from the published ones; these are the figures measured here.</p>
 <h2>Plots</h2>{figures([(src, None) for src in _plots(space)])}

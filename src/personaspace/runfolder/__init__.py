@@ -28,6 +28,7 @@ from personaspace.runfolder.names import (
     REPORT_FILE,
     RESPONSES_FILE,
     SUMMARY_FILE,
+    VALIDATION_FILE,
 )
 from personaspace.runfolder.paths import calibration_for, load_axis, run_folder_for, run_vectors
 from personaspace.runfolder.records import ResponseRecord, RunVectors
@@ -41,6 +42,7 @@ __all__ = [
     "REPORT_FILE",
     "RESPONSES_FILE",
     "SUMMARY_FILE",
+    "VALIDATION_FILE",
     "ResponseRecord",
     "RunFolder",
     "RunVectors",

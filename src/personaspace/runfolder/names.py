@@ -15,6 +15,7 @@ CALIBRATION_FILE = "calibration.safetensors"
 CAPPING_FILE = "capping.safetensors"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
+VALIDATION_FILE = "validate.json"  # written by personaspace validate
 # What a run writes, removed when a run with other settings replaces it (--force).
 OUTPUTS = (
     RESPONSES_FILE,
@@ -25,6 +26,7 @@ OUTPUTS = (
     REPORT_FILE,
     CALIBRATION_FILE,
     CAPPING_FILE,
+    VALIDATION_FILE,
     CONFIG_FILE,
     SHARDS_DIR,
 )
