@@ -4,7 +4,7 @@ Example:
     >>> from personaspace.catalogue import load_catalogue, select
     >>> quick = select(load_catalogue(), "quick")
     >>> len(quick.questions)
-    6
+    12
 """
 
 from personaspace.catalogue.load import BUILTIN_DIR, load_catalogue, read_folder

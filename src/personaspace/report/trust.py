@@ -105,7 +105,8 @@ def _by_layer(
             ax.plot(layers[: len(values)], values, marker="o", ms=3, label=label)
     ax.set_xlabel("layer")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(fontsize=8)
 
 
 def trust_section(summary: Mapping[str, Any]) -> str:
