@@ -124,7 +124,7 @@ def split_half(replies: ReplySet, by: str = "question") -> list[float] | None:
     return [cosine(a[2][i], b[2][i]) for i in range(replies.vectors.shape[1])]
 
 
-def _space_figures(
+def space_figures(
     default: torch.Tensor, roles: dict[str, torch.Tensor], axis: torch.Tensor, row: int
 ) -> tuple[float, int]:
     """cos(axis, PC1) and the default's rank on PC1 (1 = beyond every role) at ``row``."""
@@ -163,7 +163,7 @@ def bootstrap_over_questions(
     full = build_axis(replies)
     if full is None:
         return None
-    cos0, rank0 = _space_figures(*full, row)
+    cos0, rank0 = space_figures(*full, row)
     questions = replies.question_order
     index = {q: i for i, q in enumerate(questions)}
     of_reply = torch.tensor([index[q] for q in replies.questions])
@@ -176,7 +176,7 @@ def bootstrap_over_questions(
         built = build_axis(replies, torch.from_numpy(counts).float()[of_reply])
         if built is None or len(built[1]) < 3:
             continue
-        c, r = _space_figures(*built, row)
+        c, r = space_figures(*built, row)
         cosines.append(c)
         ranks.append(r)
     if not cosines:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -32,9 +33,9 @@ from personaspace.analysis.diagnostics import (
     bootstrap_over_questions,
     build_axis,
     held_out_auc,
+    space_figures,
     split_half,
 )
-from personaspace.analysis.persona_space import pca
 from personaspace.capture.teacher import capture_conversations
 from personaspace.conversation.prompts import format_exchange
 from personaspace.fileformat import load_vectors, save_vectors
@@ -43,7 +44,6 @@ from personaspace.models.cache import cache_root
 from personaspace.models.loading import LoadedModel
 from personaspace.pipeline.aggregate import Aggregate
 from personaspace.runfolder import ResponseRecord
-from personaspace.vectors.shape import unit
 
 NULL_SEED = 1234
 NULL_PER_ROLE = 6  # the null reads a sample: a forward pass over every reply costs minutes
@@ -86,12 +86,7 @@ def layer_figures(replies: ReplySet, layers: list[int]) -> dict[str, Any]:
     built = build_axis(replies)
     if built is None:
         return {"cos_axis_pc1": None}
-    default, roles, axis = built
-    names = sorted(roles)
-    cosines = []
-    for row in range(len(layers)):
-        space = pca(torch.stack([roles[n][row] for n in names])).toward(default[row])
-        cosines.append(float(unit(axis[row]) @ space.components[0].contiguous()))
+    cosines = [space_figures(*built, row)[0] for row in range(len(layers))]
     return {"cos_axis_pc1": _round(cosines)}
 
 
@@ -111,21 +106,19 @@ def leave_one_role_out(replies: ReplySet, layers: list[int], layer: int) -> dict
 
 
 def reply_diagnostics(
-    replies: ReplySet, layers: list[int], layer: int, *, draws: int = 200, seed: int = 0
+    replies: ReplySet,
+    layers: list[int],
+    layer: int,
+    auc: list[float] | None,
+    *,
+    draws: int = 200,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Split halves, held-out AUC, bootstrap intervals and the leave-one-role-out null."""
-    row = layers.index(layer)
-    at = ReplySet(
-        replies.vectors[:, [row]],
-        replies.kinds,
-        replies.names,
-        replies.questions,
-        replies.prompts,
-        replies.kept,
-    )
+    """Split halves, bootstrap intervals and the leave-one-role-out null, beside the
+    held-out AUC already computed (``held_out_auc(replies)``, which chooses ``--layer auto``)."""
+    at = replace(replies, vectors=replies.vectors[:, [layers.index(layer)]])
     intervals = bootstrap_over_questions(at, 0, draws=draws, seed=seed)
     by_question, by_prompt = split_half(replies, "question"), split_half(replies, "prompt")
-    auc = held_out_auc(replies)
     return {
         "split_half_questions": _round(by_question),
         "split_half_prompts": _round(by_prompt),
@@ -241,7 +234,7 @@ def _subset(
 def _figures(replies: ReplySet, layers: list[int], layer: int) -> dict[str, Any]:
     figures = {
         **layer_figures(replies, layers),
-        **reply_diagnostics(replies, layers, layer, draws=0),
+        **reply_diagnostics(replies, layers, layer, held_out_auc(replies), draws=0),
     }
     del figures["bootstrap"]
     return figures

@@ -476,15 +476,15 @@ def _persona_space(
     layers = loaded.layers
     with timings.stage("diagnose_s"):
         replies, index = reply_set(records, vectors, agg, config.score_threshold)
+        auc = held_out_auc(replies)
         layer = loaded.analysis_layer
         chosen_by = "given" if config.analysis_layer is not None else "middle"
         if layer is None:
-            auc = held_out_auc(replies)
             layer = best_layer(auc, layers) if auc else layers[len(layers) // 2]
             chosen_by = "held-out default-vs-role AUC (auto)" if auc else "middle (no AUC)"
         diagnostics: dict[str, Any] = {
             "analysis_layer": {"layer": layer, "chosen_by": chosen_by},
-            **reply_diagnostics(replies, layers, layer, seed=config.sampling.seed),
+            **reply_diagnostics(replies, layers, layer, auc, seed=config.sampling.seed),
         }
         null = None
         if config.null == "random-init":
