@@ -16,12 +16,16 @@ from personaspace.cli import (
     catalogue_cmd,
     chat_cmd,
     compare_cmd,
+    data_cmd,
     drift_cmd,
     export_cmd,
     models_cmd,
     monitor_cmd,
+    screen_cmd,
     serve_cmd,
+    shift_cmd,
     steer_base_cmd,
+    tune_cmd,
     validate_cmd,
 )
 from personaspace.errors import PersonaspaceError
@@ -29,6 +33,10 @@ from personaspace.errors import PersonaspaceError
 COMMANDS = (
     models_cmd,
     catalogue_cmd,
+    data_cmd,
+    tune_cmd,
+    screen_cmd,
+    shift_cmd,
     axis_cmd,
     calibrate_cmd,
     validate_cmd,

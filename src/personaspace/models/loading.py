@@ -13,6 +13,11 @@ from torch import nn
 
 from personaspace.errors import PersonaspaceError
 from personaspace.models import cache
+from personaspace.models.adapter_folder import (
+    inject_saved_adapter,
+    is_adapter_folder,
+    read_adapter_config,
+)
 from personaspace.models.adapters import ArchitectureAdapter, adapter_for
 from personaspace.models.bundled import BUNDLED_MODELS
 from personaspace.models.device import (
@@ -163,6 +168,30 @@ def _from_hub(model_id: str, dtype: torch.dtype, device: str) -> tuple[nn.Module
     return _on_device(model, device), tokenizer
 
 
+def _from_adapter_folder(folder: Path, dtype: torch.dtype, device: torch.device) -> LoadedModel:
+    # A LoRA adapter (personaspace tune's final/): the base model, the adapter injected.
+    base_spec = str(read_adapter_config(folder)["base_model_name_or_path"])
+    if Path(base_spec).resolve() == folder.resolve():
+        raise PersonaspaceError(f"the adapter in {folder} names itself as its base", fix="fix it")
+    base = load_model(base_spec, dtype=dtype, device=device)
+    inject_saved_adapter(base.model, folder)
+    base.model.to(device)
+    tokenizer = base.tokenizer
+    if (folder / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(folder, local_files_only=True))
+    chat = base.chat_tuned or getattr(tokenizer, "chat_template", None) is not None
+    return LoadedModel(
+        model=base.model,
+        tokenizer=tokenizer,
+        adapter=base.adapter,
+        model_id=str(folder.resolve()),
+        display_name=f"{base.display_name}+{folder.parent.name or folder.name}",
+        chat_tuned=chat,
+    )
+
+
 def _on_device(model: nn.Module, device: str) -> nn.Module:
     return model.to(torch.device(device))
 
@@ -233,6 +262,8 @@ def load_model(
         gguf = bundled.locate_gguf(cache.cache_root())
         model, tokenizer = _from_gguf(gguf, dtype, device)
         model_id, display, chat = bundled.alias, bundled.display_name, bundled.chat_tuned
+    elif path.is_dir() and is_adapter_folder(path):
+        return _from_adapter_folder(path, dtype, where)
     elif path.exists():
         if path.is_file() and path.suffix == ".gguf":
             model, tokenizer = _from_gguf(path, dtype, device)

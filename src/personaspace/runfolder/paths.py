@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from personaspace.errors import PersonaspaceError
 from personaspace.interop.reference import read_tensor
@@ -68,3 +71,94 @@ def calibration_for(path: str | Path) -> Calibration | None:
     lone axis file)."""
     source = Path(path)
     return RunFolder(source).calibration_if_any() if source.is_dir() else None
+
+
+@dataclass(frozen=True)
+class NamedVector:
+    """One direction of a run, per layer: the axis (``name == "axis"``) or a trait vector.
+
+    ``vectors`` is ``[len(layers), hidden]``; ``layer`` is the run's analysis layer, if any;
+    ``calibration`` the run's (for coefficients in residual-norm units), if calibrated.
+    """
+
+    run: str
+    name: str
+    model_id: str
+    layers: list[int]
+    vectors: torch.Tensor
+    layer: int | None
+    calibration: Calibration | None
+
+    @property
+    def label(self) -> str:
+        return f"{Path(self.run).name}:{self.name}"
+
+    def at(self, layer: int) -> torch.Tensor:
+        """The vector at model layer ``layer`` (``[hidden]``), refusing a layer the run lacks."""
+        if layer not in self.layers:
+            raise PersonaspaceError(
+                f"{self.label} has no vector at layer {layer} (it has {self.layers[0]}.."
+                f"{self.layers[-1]})",
+                fix="choose one of its layers",
+                param="layer",
+            )
+        return self.vectors[self.layers.index(layer)]
+
+    def check_model(self, shape: ModelShape) -> None:
+        """Refuse a vector from a model of another hidden size or depth."""
+        hidden, depth = int(self.vectors.shape[-1]), max(self.layers) + 1
+        if hidden != shape.adapter.hidden_size or depth > shape.adapter.n_layers:
+            raise PersonaspaceError(
+                f"{self.label} comes from a model with hidden size {hidden} and >= {depth} "
+                f"layers, but this model has {shape.adapter.hidden_size} and "
+                f"{shape.adapter.n_layers}",
+                fix="use vectors built from this model (personaspace axis --model ...)",
+            )
+
+
+def split_vector_spec(spec: str) -> tuple[str, str]:
+    """``RUN[:NAME]`` as (run, name); the name defaults to ``axis``.
+
+    Example:
+        >>> split_vector_spec("runs/axis-x:evil"), split_vector_spec("runs/axis-x")
+        (('runs/axis-x', 'evil'), ('runs/axis-x', 'axis'))
+    """
+    run, sep, name = spec.rpartition(":")
+    if not sep or "/" in name or not name:
+        return spec, "axis"
+    return run, name
+
+
+def read_named_vector(spec: str) -> NamedVector:
+    """The axis or a trait vector of a run, from ``RUN`` / ``RUN:axis`` / ``RUN:TRAIT``.
+
+    Example:
+        >>> v = read_named_vector("runs/axis-smollm2-135m-instruct-quick:evil")  # doctest: +SKIP
+        >>> v.name, v.vectors.shape  # doctest: +SKIP
+        ('evil', torch.Size([30, 576]))
+    """
+    run, name = split_vector_spec(spec)
+    if not Path(run).exists():
+        raise PersonaspaceError(f"no such run folder: {run}", fix="check the path (RUN[:TRAIT])")
+    vectors = run_vectors(run)
+    if name == "axis":
+        tensor = vectors.axis
+    elif name in vectors.traits:
+        tensor = vectors.traits[name]
+    else:
+        known = ", ".join(sorted(vectors.traits)) or "none"
+        raise PersonaspaceError(
+            f"{run} has no trait vector '{name}' (it has: {known})",
+            fix="name one of its traits, or 'axis'; build others with personaspace axis --traits",
+        )
+    folder = Path(run)
+    layer = RunFolder(folder).analysis_layer() if folder.is_dir() else None
+    return NamedVector(
+        run,
+        name,
+        vectors.model_id,
+        list(vectors.layers),
+        tensor.float(),
+        layer,
+        calibration_for(folder),
+    )

@@ -1,0 +1,248 @@
+"""personaspace tune: assistant-only loss, LoRA and full training on every architecture,
+bit-identical resume after kill -9, hooks only inside training steps, outputs that load."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ARCHITECTURES, tiny_lm
+
+from personaspace.cli.main import main
+from personaspace.conversation.messages import Message
+from personaspace.fileformat import save_vectors
+from personaspace.models.loading import load_model
+from personaspace.training.batches import batch_indices, collate
+from personaspace.training.checkpoint import trainable
+from personaspace.training.dataset import (
+    IGNORE,
+    ChatExample,
+    read_chat_dataset,
+    tokenize_examples,
+    write_chat_dataset,
+)
+from personaspace.training.loss import assistant_loss
+from personaspace.training.tune import TuneConfig, prepare_model, train_step, tune
+from personaspace.vectors.intervention import steer
+
+
+def examples(n: int = 12) -> list[ChatExample]:
+    return [
+        ChatExample(
+            [
+                Message("system", "Be brief."),
+                Message("user", f"What is {i} squared?"),
+                Message("assistant", f"It is {i * i}."),
+                Message("user", "Thanks"),
+                Message("assistant", "You are welcome!"),
+            ],
+            f"data.jsonl:{i + 1}",
+        )
+        for i in range(n)
+    ]
+
+
+def write_data(path: Path, n: int = 12) -> Path:
+    return write_chat_dataset(path, examples(n))
+
+
+def tiny_folder(tmp_path: Path, model_type: str = "llama") -> Path:
+    lm = tiny_lm(model_type)
+    folder = tmp_path / f"tiny-{model_type}"
+    lm.model.save_pretrained(folder)
+    lm.tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_the_labels_are_exactly_the_assistant_contents() -> None:
+    lm = tiny_lm()
+    item = tokenize_examples(lm, examples(1))[0]
+    trained = [t for t, label in zip(item.input_ids, item.labels) if label != IGNORE]
+    assert lm.tokenizer.decode(trained) == "It is 0.You are welcome!"
+    with_end = tokenize_examples(lm, examples(1), end_of_turn=True)[0]
+    kept = [t for t, label in zip(with_end.input_ids, with_end.labels) if label != IGNORE]
+    assert lm.tokenizer.decode(kept) == "It is 0.<|im_end|>You are welcome!<|im_end|>"
+
+
+@pytest.mark.parametrize("model_type", ARCHITECTURES)
+def test_our_loss_is_hugging_faces_and_one_lora_step_lowers_it(model_type: str) -> None:
+    lm = tiny_lm(model_type)
+    data = tokenize_examples(lm, examples(4))
+    batch = collate(data, int(lm.tokenizer.pad_token_id))
+    ours = assistant_loss(lm.model, batch, batch.n_trained)
+    theirs = lm.model(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels
+    ).loss
+    assert float(ours) == pytest.approx(float(theirs), abs=2e-6)
+    config = TuneConfig(batch_size=4, learning_rate=5e-2, seed=1)
+    prepare_model(lm, config)
+    optimizer = torch.optim.AdamW(list(trainable(lm.model).values()), lr=config.lr)
+    before = float(assistant_loss(lm.model, batch, batch.n_trained))
+    train_step(lm, data, config, optimizer, 0, 1)
+    after = float(assistant_loss(lm.model, batch, batch.n_trained))
+    assert after < before
+
+
+def test_gradient_accumulation_is_the_mean_over_the_step() -> None:
+    # one batch of 4, or two of 2 accumulated: the same 4 examples (one permutation)
+    assert sorted(batch_indices(4, 4, 0, 0)) == sorted(
+        batch_indices(4, 2, 0, 0) + batch_indices(4, 2, 0, 1)
+    )
+    weights = []
+    for batch_size, accum in ((4, 1), (2, 2)):
+        lm = tiny_lm("llama")
+        data = tokenize_examples(lm, examples(4))
+        config = TuneConfig(method="full", batch_size=batch_size, grad_accum=accum)
+        prepare_model(lm, config)
+        train_step(lm, data, config, torch.optim.SGD(lm.model.parameters(), lr=1.0), 0, 1)
+        weights.append(lm.model.model.embed_tokens.weight.detach().clone())
+    assert torch.allclose(weights[0], weights[1], atol=1e-6)
+    assert not torch.equal(weights[0], tiny_lm("llama").model.model.embed_tokens.weight)
+
+
+def test_the_lora_result_loads_and_computes_what_training_left(tmp_path: Path) -> None:
+    base = tiny_folder(tmp_path)
+    lm = load_model(str(base))
+    data = tokenize_examples(lm, examples())
+    layer = 1
+    direction = torch.zeros(lm.adapter.hidden_size)
+    direction[0] = 1.0
+    seen: list[int] = []
+    block = lm.adapter.layers(lm.model)[layer]
+
+    def spy(step: int, model: object) -> None:
+        seen.append(len(block._forward_hooks))
+
+    result = tune(
+        lm,
+        data,
+        tmp_path / "run",
+        TuneConfig(batch_size=4, epochs=2, checkpoint_every=2, learning_rate=1e-2),
+        base=str(base),
+        steering=[steer(layer, direction, 0.5, 10.0)],
+        at_checkpoint=spy,
+    )
+    # the steering hook is absent at every checkpoint evaluation and after training
+    assert seen == [0, 0, 0, 0] and len(block._forward_hooks) == 0
+    ids = torch.tensor([data[0].input_ids])
+    trained = lm.model(ids).logits
+    loaded = load_model(str(result.final))
+    assert torch.equal(loaded.model(ids).logits, trained)
+    assert loaded.model_id == str(result.final.resolve())
+
+
+def test_full_finetuning_writes_a_model_folder(tmp_path: Path) -> None:
+    lm = tiny_lm("qwen2")
+    data = tokenize_examples(lm, examples())
+    result = tune(
+        lm,
+        data,
+        tmp_path / "full",
+        TuneConfig(method="full", batch_size=12, epochs=3, learning_rate=1e-3),
+        base="tiny",
+    )
+    ids = torch.tensor([data[0].input_ids])
+    assert torch.equal(load_model(str(result.final)).model(ids).logits, lm.model(ids).logits)
+    assert result.losses[-1] < result.losses[0]
+
+
+def _tune_command(data: Path, base: Path, out: Path, steps: int) -> list[str]:
+    return [
+        sys.executable, "-m", "personaspace.cli.main", "tune", str(data), "--out", str(out),
+        "--model", str(base), "--device", "cpu", "--dtype", "float32", "--batch-size", "2",
+        "--max-steps", str(steps), "--checkpoint-every", "5", "--lr", "1e-2",
+        "--lora-dropout", "0.1", "--epochs", "100",
+    ]  # fmt: skip
+
+
+def test_kill_9_and_resume_gives_identical_weights(tmp_path: Path) -> None:
+    base, data = tiny_folder(tmp_path), write_data(tmp_path / "data.jsonl")
+    steps = 120
+    reference = tmp_path / "reference"
+    subprocess.run(_tune_command(data, base, reference, steps), check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _tune_command(data, base, killed, steps),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not (killed / "checkpoints" / "step-000010").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "final").exists()  # it died mid-run
+    done = subprocess.run(_tune_command(data, base, killed, steps), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "resumed at step" in done.stdout
+    for name in ("final/adapter_model.safetensors", "losses.jsonl"):
+        assert (killed / name).read_bytes() == (reference / name).read_bytes()
+
+
+def test_a_resume_with_other_settings_is_refused(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    base, data = tiny_folder(tmp_path), write_data(tmp_path / "data.jsonl")
+    args = ["tune", str(data), "--out", str(tmp_path / "r"), "--model", str(base)]
+    args += ["--device", "cpu", "--dtype", "float32", "--max-steps", "2"]
+    assert main(args) == 0
+    assert main([*args[:-1], "3"]) == 2
+    assert "other settings (config)" in capsys.readouterr().err
+
+
+BAD_LINES = [
+    ("{not json", "data.jsonl:2 is not JSON"),
+    ('{"messages": [{"role": "user", "content": "hi"}]}', "data.jsonl:2 has no assistant turn"),
+    ('{"messages": [{"role": "robot", "content": "hi"}]}', "data.jsonl:2: message 0 has unknown"),
+]
+
+
+@pytest.mark.parametrize(("line", "message"), BAD_LINES)
+def test_a_bad_dataset_line_is_named(tmp_path: Path, capsys, line: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "data.jsonl"
+    good = json.dumps(examples(1)[0].to_json())
+    data.write_text(good + "\n" + line + "\n")
+    out = tmp_path / "out"
+    assert main(["tune", str(data), "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(Exception, match="data.jsonl:2"):
+        read_chat_dataset(data)
+
+
+def test_bad_options_exit_2_and_write_nothing(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    base, data = tiny_folder(tmp_path), write_data(tmp_path / "data.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    common = ["--model", str(base), "--device", "cpu", "--dtype", "float32"]
+    cases = [
+        ([str(tmp_path / "empty.jsonl")], "has no examples"),
+        ([str(data), "--lora-targets", "nope_proj"], "'nope_proj' does not exist"),
+        ([str(data), "--max-tokens", "10"], "data.jsonl:1 has"),
+        ([str(data), "--lora-rank", "0"], "--lora-rank is 0"),
+        ([str(data), "--prevent", "runs/x:evil"], "is not VECTOR:COEF"),
+    ]
+    for extra, message in cases:
+        out = tmp_path / "out"
+        assert main(["tune", *extra, "--out", str(out), *common]) == 2, extra
+        assert message in capsys.readouterr().err
+        assert not out.exists()
+
+
+def test_a_vector_from_another_model_is_refused(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    base, data = tiny_folder(tmp_path), write_data(tmp_path / "data.jsonl")
+    run = tmp_path / "axis-run"
+    meta = {"model_id": "other", "layers": [0, 1, 2], "analysis_layer": 1}
+    save_vectors(run / "axis.safetensors", {"axis": torch.ones(3, 64)}, meta)
+    save_vectors(run / "vectors" / "roles.safetensors", {"a": torch.ones(3, 64)}, meta)
+    save_vectors(run / "vectors" / "default.safetensors", {"default": torch.ones(3, 64)}, meta)
+    out = tmp_path / "out"
+    args = ["tune", str(data), "--out", str(out), "--model", str(base), "--device", "cpu"]
+    assert main([*args, "--ablate-direction", f"{run}@1"]) == 2
+    assert "hidden size 64" in capsys.readouterr().err
+    assert not out.exists()
