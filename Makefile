@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test install dev lint bench study clean
+.PHONY: demo test install dev lint bench study study-finetune clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ bench: $(STAMP)
 # The offline base-vs-instruct study (docs/studies/base-vs-instruct.md): about 35 min.
 study: $(STAMP)
 	PERSONASPACE=$(VENV)/bin/personaspace bash scripts/study_base_vs_instruct.sh
+
+# The finetuning-shift study (docs/studies/finetuning-shift.md): 9 LoRA finetunes of SmolLM2
+# and preventative steering, about 75 min here; reruns reuse finished stages.
+study-finetune: $(STAMP)
+	$(PY) scripts/study_finetuning_shift.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

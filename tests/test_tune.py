@@ -246,3 +246,34 @@ def test_a_vector_from_another_model_is_refused(tmp_path: Path, capsys) -> None:
     assert main([*args, "--ablate-direction", f"{run}@1"]) == 2
     assert "hidden size 64" in capsys.readouterr().err
     assert not out.exists()
+
+
+def tiny_run(folder: Path, hidden: int = 32, layers: int = 3) -> Path:
+    """An axis run folder with an axis and an 'evil' trait vector for the tiny models."""
+    meta = {"model_id": "tiny", "layers": list(range(layers)), "analysis_layer": 1}
+    torch.manual_seed(3)
+    save_vectors(folder / "axis.safetensors", {"axis": torch.randn(layers, hidden)}, meta)
+    save_vectors(folder / "vectors" / "roles.safetensors", {"a": torch.randn(layers, hidden)}, meta)
+    default = {"default": torch.randn(layers, hidden)}
+    save_vectors(folder / "vectors" / "default.safetensors", default, meta)
+    traits = {"evil": torch.randn(layers, hidden)}
+    save_vectors(folder / "vectors" / "traits.safetensors", traits, meta)
+    return folder
+
+
+def test_monitoring_records_every_checkpoint(tmp_path: Path) -> None:
+    base, data = tiny_folder(tmp_path), write_data(tmp_path / "data.jsonl")
+    run = tiny_run(tmp_path / "axis-run")
+    out = tmp_path / "monitored"
+    args = ["tune", str(data), "--out", str(out), "--model", str(base), "--device", "cpu"]
+    args += ["--dtype", "float32", "--epochs", "2", "--checkpoint-every", "1", "--batch-size", "6"]
+    args += ["--monitor", f"{run},evil", "--monitor-questions", "2", "--monitor-judge", "none"]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in (out / "trajectory.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
+    assert set(rows[0]["vectors"]) == {"axis", "evil"}
+    assert len(rows[0]["replies"]) == 4  # 2 catalogue questions + 2 of evil's held-out ones
+    # the reply-mean projection is the mean of per-question projections: inside its interval
+    cell = rows[-1]["vectors"]["evil"]["reply"]
+    assert cell["low"] <= cell["mean"] <= cell["high"]
+    assert (out / "trajectory.png").read_bytes()[:4] == b"\x89PNG"

@@ -4,6 +4,9 @@
 ``quick``  49 roles spanning every category, 2 prompts each, 12 questions (6 of them tasks,
            dealt across every category): the default,
            a run of a few minutes on a laptop CPU with the bundled model.
+``traits`` persona vectors: every instruction pair and extraction question of the traits
+           (choose them with ``--traits``; 5 pairs x 20 questions each), and only 3 roles,
+           1 prompt, 4 questions (the axis of such a run is not meant to be used).
 ``full``   everything: every role with all its prompts and every question (the published
            scale: 5 prompts x 240 questions per role), every trait.
 
@@ -23,8 +26,8 @@ from personaspace.catalogue.types import Catalogue, Question, Role, Trait
 from personaspace.errors import PersonaspaceError
 
 T = TypeVar("T")
-PresetName = Literal["tiny", "quick", "full"]
-PRESETS: tuple[str, ...] = ("tiny", "quick", "full")
+PresetName = Literal["tiny", "quick", "traits", "full"]
+PRESETS: tuple[str, ...] = ("tiny", "quick", "traits", "full")
 
 # Roles the published analysis singles out (either end of PC1); included whenever present.
 REFERENCE_ROLES = (
@@ -67,6 +70,7 @@ class PresetSpec:
 SPECS: dict[str, PresetSpec] = {
     "tiny": PresetSpec(4, 1, 2, 1, 2, 1, 2, min_count=1),
     "quick": PresetSpec(49, 2, 12, None, 8, 2, 4),
+    "traits": PresetSpec(3, 1, 4, 1, 8, None, None, min_count=1),
     "full": PresetSpec(None, None, None, None, None, None, None),
 }
 

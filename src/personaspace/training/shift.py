@@ -32,7 +32,7 @@ from personaspace.catalogue.presets import deal_questions
 from personaspace.conversation.format import FormattedConversation
 from personaspace.conversation.prompts import format_prompt
 from personaspace.errors import PersonaspaceError
-from personaspace.fileformat import atomic_write, write_json
+from personaspace.fileformat import atomic_write, save_vectors, write_json
 from personaspace.judge.base import Judge, TraitItem
 from personaspace.models.loading import LoadedModel
 from personaspace.pipeline.work import item_seed
@@ -54,6 +54,7 @@ from personaspace.vectors.shape import cosine, unit
 # catalogue's questions, tasks and character questions in turn.
 AXIS_QUESTIONS = 20
 SHIFT_FILES = ("shift.json", "shift.csv", "shift.png")
+MEAN_DIFFERENCE_FILE = "mean_difference.safetensors"
 
 
 def _trait_of(vector: NamedVector, catalogue: Catalogue) -> Trait:
@@ -263,6 +264,7 @@ class ShiftResult:
     judge: str | None = None
     expression: tuple[TraitExpression, ...] = ()
     replies: tuple[ReplyJSON, ...] = ()
+    mean_difference: torch.Tensor | None = None  # [len(layers), hidden], tuned - base
 
     def to_json(self) -> ShiftJSON:
         return {
@@ -497,6 +499,7 @@ def finetuning_shift(
         judge=judge.name if judge is not None else None,
         expression=expression,
         replies=replies,
+        mean_difference=differences.mean(0).float(),
     )
 
 
@@ -614,8 +617,22 @@ def write_shift(result: ShiftResult, folder: str | Path) -> list[Path]:
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     json_name, csv_name, png_name = SHIFT_FILES
-    return [
+    written = [
         write_shift_json(result, out / json_name),
         write_shift_csv(result, out / csv_name),
         plot_shift(result, out / png_name),
     ]
+    if result.mean_difference is not None:
+        meta = {
+            "base_model": result.base_model,
+            "tuned_model": result.tuned_model,
+            "layers": result.layers,
+            "kind": "mean last-prompt difference (tuned - base)",
+            "n_questions": len(result.questions),
+        }
+        written.append(
+            save_vectors(
+                out / MEAN_DIFFERENCE_FILE, {"mean_difference": result.mean_difference}, meta
+            )
+        )
+    return written

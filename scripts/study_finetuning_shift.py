@@ -1,0 +1,170 @@
+"""The finetuning-shift study (docs/studies/finetuning-shift.md), end to end: `make study-finetune`.
+
+Each stage is a personaspace command whose output, once complete, is reused on a rerun
+(data files and screens are skipped when present, tune runs resume or return at once),
+so an interrupted study continues where it stopped. Everything lands in runs/study-ft/:
+
+  1. traits/       persona vectors of the three traits (axis --preset traits)
+  2. data/         9 datasets: 3 traits x normal/mild/strong (personaspace data trait)
+  3. screen/       their projection difference before training (personaspace screen)
+  4. tune/         9 LoRA finetunes of SmolLM2-135M-Instruct (personaspace tune)
+  5. shift/        the finetuning shift and trait expression before/after (personaspace shift)
+  6. tune/, shift/ preventative steering on the dataset that raised its trait most
+  7. study.json    correlations with their random-direction nulls, cross-trait specificity,
+                   projection difference vs shift, and prevent / post-hoc / plain steering
+                   judged for trait expression and capability
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+MODEL = "smollm2-135m-instruct"
+TRAITS = ("evil", "sycophantic", "hallucinating")
+LEVELS = ("normal", "mild", "strong")
+PREVENT = (0.1, 0.2, 0.4)
+TUNE = ["--epochs", "3", "--lr", "5e-4", "--checkpoint-every", "25"]
+
+
+def cli(*args: str) -> None:
+    from personaspace.cli.main import main
+
+    started = time.perf_counter()
+    print(f"\n$ personaspace {' '.join(args)}", flush=True)
+    code = main(list(args))
+    print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
+    if code != 0:
+        sys.exit(f"study stopped: `personaspace {' '.join(args)}` exited {code}")
+
+
+def stages(root: Path, samples: int) -> None:
+    traits = root / "traits"
+    cli("axis", "--preset", "traits", "--traits", ",".join(TRAITS), "--out", str(traits),
+        "--null", "none")  # fmt: skip
+    vectors = ",".join(f"{traits}:{t}" for t in TRAITS)
+    for trait in TRAITS:
+        for level in LEVELS:
+            name = f"{trait}-{level}"
+            data = root / "data" / f"{name}.jsonl"
+            if not data.is_file():
+                cli("data", "trait", trait, "--level", level, "--out", str(data),
+                    "--samples-per-question", str(samples), "--max-new-tokens", "96")  # fmt: skip
+            if not (root / "screen" / name / "screen.json").is_file():
+                cli("screen", str(data), "--vector", f"{traits}:{trait}", "--out",
+                    str(root / "screen" / name), "--max-new-tokens", "96")  # fmt: skip
+            cli("tune", str(data), "--out", str(root / "tune" / name), *TUNE)
+            shift(root, name, vectors)
+
+
+def shift(root: Path, name: str, vectors: str) -> None:
+    if not (root / "shift" / name / "mean_difference.safetensors").is_file():
+        cli("shift", MODEL, str(root / "tune" / name / "final"), "--vectors", vectors,
+            "--judge", "local", "--out", str(root / "shift" / name),
+            "--max-new-tokens", "96")  # fmt: skip
+
+
+def strongest(root: Path) -> str:
+    """The strong dataset whose finetune raised its own trait's expression most."""
+    best, value = "", float("-inf")
+    for trait in TRAITS:
+        result = json.loads((root / "shift" / f"{trait}-strong" / "shift.json").read_text())
+        change = next(e["change"]["mean"] for e in result["expression"] if e["trait"] == trait)
+        if change > value:
+            best, value = f"{trait}-strong", change
+    return best
+
+
+def prevent(root: Path, name: str) -> None:
+    traits, trait = root / "traits", name.rpartition("-")[0]
+    vectors = ",".join(f"{traits}:{t}" for t in TRAITS)
+    for coef in PREVENT:
+        run = f"{name}-prevent-{coef:g}"
+        cli("tune", str(root / "data" / f"{name}.jsonl"), "--out", str(root / "tune" / run),
+            *TUNE, "--prevent", f"{traits}:{trait}:{coef:g}")  # fmt: skip
+        shift(root, run, vectors)
+
+
+def analyse(root: Path, name: str, capability: int) -> dict[str, object]:
+    from personaspace.catalogue import load_catalogue
+    from personaspace.experiments.finetune_shift import (
+        capability_items,
+        cross_trait,
+        evaluate_condition,
+        projection_predicts_shift,
+        read_finetune,
+        shift_tracks_expression,
+    )
+    from personaspace.judge.base import make_judge
+    from personaspace.models import load_model
+    from personaspace.runfolder.paths import read_named_vector
+    from personaspace.vectors.intervention import steer
+
+    traits = root / "traits"
+    vectors = {t: read_named_vector(f"{traits}:{t}") for t in TRAITS}
+    layer = vectors[TRAITS[0]].layer
+    assert layer is not None
+    names = [f"{t}-{lv}" for t in TRAITS for lv in LEVELS]
+    finetunes = [read_finetune(n, root / "shift" / n, root / "screen" / n, layer) for n in names]
+    out: dict[str, object] = {"layer": layer, "finetunes": [
+        {"name": f.name, "shift": f.shift, "expression_change": f.expression,
+         "projection_difference": f.projection_difference} for f in finetunes
+    ]}  # fmt: skip
+    out["shift_vs_expression"] = [
+        shift_tracks_expression(finetunes, t, vectors[t].at(layer), n_random=200) for t in TRAITS
+    ]
+    out["cross_trait"] = cross_trait(finetunes, TRAITS)
+    out["projection_vs_shift"] = projection_predicts_shift(finetunes)
+    catalogue = load_catalogue()
+    judge = make_judge("local", catalogue)
+    items = capability_items(catalogue, capability)
+    trait = name.rpartition("-")[0]
+    vector = vectors[trait]
+    assert vector.calibration is not None
+    norm = vector.calibration.norm(layer)
+    conditions: dict[str, object] = {}
+    specs = [("base", MODEL, ()), ("finetuned", str(root / "tune" / name / "final"), ())]
+    specs += [(f"prevent {c:g}", str(root / "tune" / f"{name}-prevent-{c:g}" / "final"), ())
+              for c in PREVENT]  # fmt: skip
+    specs += [(f"post-hoc {-c:g}", str(root / "tune" / name / "final"),
+               (steer(layer, vector.at(layer), -c, norm),)) for c in PREVENT]  # fmt: skip
+    loaded: dict[str, object] = {}
+    for label, spec, interventions in specs:
+        lm = loaded.get(spec) or load_model(spec, dtype="auto")
+        loaded = {spec: lm}
+        started = time.perf_counter()
+        conditions[label] = evaluate_condition(
+            lm,
+            catalogue.traits[trait],
+            judge,
+            items,
+            interventions=interventions,  # type: ignore[arg-type]
+        )
+        print(f"  evaluated {label} ({time.perf_counter() - started:.0f} s)", flush=True)
+    out["steering"] = {"dataset": name, "trait": trait, "conditions": conditions}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default="runs/study-ft")
+    parser.add_argument("--samples-per-question", type=int, default=8)
+    parser.add_argument("--capability-items", type=int, default=60)
+    args = parser.parse_args()
+    root = Path(args.root)
+    stages(root, args.samples_per_question)
+    name = strongest(root)
+    print(f"\npreventative steering on {name}", flush=True)
+    prevent(root, name)
+    study = analyse(root, name, args.capability_items)
+    from personaspace.fileformat import write_json
+
+    write_json(root / "study.json", study)
+    print(f"wrote {root / 'study.json'}")
+
+
+if __name__ == "__main__":
+    main()
