@@ -44,8 +44,8 @@ def cli(*args: str) -> None:
 def stages(root: Path, samples: int) -> None:
     traits = root / "traits"
     cli("axis", "--preset", "traits", "--traits", ",".join(TRAITS), "--out", str(traits),
-        "--null", "none")  # fmt: skip
-    vectors = ",".join(f"{traits}:{t}" for t in TRAITS)
+        "--null", "none", "--judge", "none")  # fmt: skip
+    vectors = f"{traits}:{','.join(TRAITS)}"
     for trait in TRAITS:
         for level in LEVELS:
             name = f"{trait}-{level}"
@@ -80,7 +80,7 @@ def strongest(root: Path) -> str:
 
 def prevent(root: Path, name: str) -> None:
     traits, trait = root / "traits", name.rpartition("-")[0]
-    vectors = ",".join(f"{traits}:{t}" for t in TRAITS)
+    vectors = f"{traits}:{','.join(TRAITS)}"
     for coef in PREVENT:
         run = f"{name}-prevent-{coef:g}"
         cli("tune", str(root / "data" / f"{name}.jsonl"), "--out", str(root / "tune" / run),

@@ -19,6 +19,7 @@ from conftest import tiny_lm
 from pipeline_fixtures import make_tiny_model
 from scipy import stats
 
+from personaspace.analysis.intervals import random_units
 from personaspace.capture import SamplingConfig, generate
 from personaspace.catalogue import load_catalogue
 from personaspace.cli.main import main
@@ -30,12 +31,7 @@ from personaspace.judge.base import RoleItem, TraitItem
 from personaspace.models.loading import LoadedModel
 from personaspace.runfolder.paths import NamedVector
 from personaspace.training.dataset import ChatExample, read_chat_dataset
-from personaspace.training.screen import (
-    OWN_SAMPLING,
-    random_units,
-    screen_dataset,
-    write_screen,
-)
+from personaspace.training.screen import OWN_SAMPLING, screen_dataset, write_screen
 from personaspace.training.shift import finetuning_shift, write_shift
 
 CHATS = [

@@ -277,3 +277,30 @@ def test_monitoring_records_every_checkpoint(tmp_path: Path) -> None:
     cell = rows[-1]["vectors"]["evil"]["reply"]
     assert cell["low"] <= cell["mean"] <= cell["high"]
     assert (out / "trajectory.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_tuned_model_runs_the_axis_pipeline(tmp_path: Path) -> None:
+    from pipeline_fixtures import make_tiny_model, make_user_catalogue
+
+    from personaspace.pipeline.config import AxisConfig
+    from personaspace.pipeline.run import run_axis
+
+    base = make_tiny_model(tmp_path / "base")
+    lm = load_model(str(base))
+    result = tune(
+        lm, tokenize_examples(lm, examples()), tmp_path / "tuned", TuneConfig(), base=str(base)
+    )
+    config = AxisConfig.from_json(
+        {
+            "model": str(result.final),
+            "preset": "tiny",
+            "catalogue": str(make_user_catalogue(tmp_path / "catalogue")),
+            "catalogue_replace": True,
+            "judge": "none",
+            "max_new_tokens": 8,
+        }
+    )
+    run = run_axis(config, tmp_path / "axis")
+    assert run.verdict is None and (tmp_path / "axis" / "axis.safetensors").is_file()
+    summary = json.loads((tmp_path / "axis" / "summary.json").read_text())
+    assert summary["model_id"] == str(result.final.resolve())

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from personaspace.analysis.intervals import mean_interval, random_units
 from personaspace.capture import SamplingConfig, generate
 from personaspace.catalogue import CapabilityItem, Catalogue, Trait
 from personaspace.conversation.prompts import format_prompt
@@ -33,7 +34,6 @@ from personaspace.interventions.hooks import intervene
 from personaspace.judge.base import Judge, TraitItem
 from personaspace.models.loading import LoadedModel
 from personaspace.pipeline.work import item_seed
-from personaspace.training.screen import mean_interval, random_units
 from personaspace.vectors.intervention import Intervention
 
 REPLY_SAMPLING = SamplingConfig(max_new_tokens=96, temperature=0.7, top_p=0.9)

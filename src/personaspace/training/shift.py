@@ -25,6 +25,15 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from personaspace.analysis.intervals import (
+    IntervalJSON,
+    MeanInterval,
+    NullJSON,
+    RandomNull,
+    mean_interval,
+    random_direction_null,
+    random_units,
+)
 from personaspace.capture import SamplingConfig, capture_conversations, generate
 from personaspace.capture.forward import check_fits
 from personaspace.catalogue import Catalogue, Trait, load_catalogue
@@ -38,16 +47,7 @@ from personaspace.models.loading import LoadedModel
 from personaspace.pipeline.work import item_seed
 from personaspace.report.plots import save_png
 from personaspace.runfolder.paths import NamedVector
-from personaspace.training.screen import (
-    OWN_SAMPLING,
-    IntervalJSON,
-    MeanInterval,
-    NullJSON,
-    RandomNull,
-    mean_interval,
-    random_direction_null,
-    random_units,
-)
+from personaspace.training.screen import OWN_SAMPLING
 from personaspace.vectors.shape import cosine, unit
 
 # Questions for the axis (it has no evaluation questions of its own): a fixed deal of the
