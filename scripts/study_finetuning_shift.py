@@ -64,14 +64,17 @@ def shift(root: Path, name: str, vectors: str) -> None:
     if not (root / "shift" / name / "mean_difference.safetensors").is_file():
         cli("shift", MODEL, str(root / "tune" / name / "final"), "--vectors", vectors,
             "--judge", "local", "--out", str(root / "shift" / name),
-            "--max-new-tokens", "96")  # fmt: skip
+            "--max-new-tokens", "64")  # fmt: skip
 
 
 def strongest(root: Path) -> str:
     """The strong dataset whose finetune raised its own trait's expression most."""
     best, value = "", float("-inf")
     for trait in TRAITS:
-        result = json.loads((root / "shift" / f"{trait}-strong" / "shift.json").read_text())
+        path = root / "shift" / f"{trait}-strong" / "shift.json"
+        if not path.is_file():
+            continue
+        result = json.loads(path.read_text())
         change = next(e["change"]["mean"] for e in result["expression"] if e["trait"] == trait)
         if change > value:
             best, value = f"{trait}-strong", change
@@ -108,6 +111,7 @@ def analyse(root: Path, name: str, capability: int) -> dict[str, object]:
     layer = vectors[TRAITS[0]].layer
     assert layer is not None
     names = [f"{t}-{lv}" for t in TRAITS for lv in LEVELS]
+    names = [n for n in names if (root / "shift" / n / "mean_difference.safetensors").is_file()]
     finetunes = [read_finetune(n, root / "shift" / n, root / "screen" / n, layer) for n in names]
     out: dict[str, object] = {"layer": layer, "finetunes": [
         {"name": f.name, "shift": f.shift, "expression_change": f.expression,
@@ -128,7 +132,8 @@ def analyse(root: Path, name: str, capability: int) -> dict[str, object]:
     conditions: dict[str, object] = {}
     specs = [("base", MODEL, ()), ("finetuned", str(root / "tune" / name / "final"), ())]
     specs += [(f"prevent {c:g}", str(root / "tune" / f"{name}-prevent-{c:g}" / "final"), ())
-              for c in PREVENT]  # fmt: skip
+              for c in PREVENT
+              if (root / "tune" / f"{name}-prevent-{c:g}" / "final").is_dir()]  # fmt: skip
     specs += [(f"post-hoc {-c:g}", str(root / "tune" / name / "final"),
                (steer(layer, vector.at(layer), -c, norm),)) for c in PREVENT]  # fmt: skip
     loaded: dict[str, object] = {}
@@ -151,14 +156,19 @@ def analyse(root: Path, name: str, capability: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="runs/study-ft")
-    parser.add_argument("--samples-per-question", type=int, default=8)
+    parser.add_argument("--samples-per-question", type=int, default=4)
     parser.add_argument("--capability-items", type=int, default=60)
+    parser.add_argument(
+        "--analyse-only", action="store_true", help="analyse the finetunes already finished"
+    )
     args = parser.parse_args()
     root = Path(args.root)
-    stages(root, args.samples_per_question)
+    if not args.analyse_only:
+        stages(root, args.samples_per_question)
     name = strongest(root)
     print(f"\npreventative steering on {name}", flush=True)
-    prevent(root, name)
+    if not args.analyse_only:
+        prevent(root, name)
     study = analyse(root, name, args.capability_items)
     from personaspace.fileformat import write_json
 

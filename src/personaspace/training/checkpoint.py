@@ -95,11 +95,27 @@ def save_checkpoint(
     params = trainable(model)
     save_file({n: p.detach().cpu().contiguous() for n, p in params.items()}, str(tmp / WEIGHTS))
     save_file(_optimizer_tensors(optimizer, list(params)), str(tmp / OPTIMIZER))
-    save_file({"cpu": torch.get_rng_state()}, str(tmp / RNG))
+    save_file(_rng_states(), str(tmp / RNG))
     write_json(tmp / STATE, state.to_json())
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     return target
+
+
+def _rng_states() -> dict[str, torch.Tensor]:
+    """The CPU generator's state and, on CUDA, each device's (dropout draws from them)."""
+    states = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            states[f"cuda:{index}"] = state
+    return states
+
+
+def _restore_rng(states: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(states["cpu"])
+    cuda = [states[k] for k in sorted(states) if k.startswith("cuda:")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
 
 
 def latest_checkpoint(root: Path) -> Path | None:
@@ -134,7 +150,7 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
             optimizer.state[param] = {
                 k: (v.to(param.device) if v.dim() > 0 else v) for k, v in entries.items()
             }
-    torch.set_rng_state(load_file(str(folder / RNG))["cpu"])
+    _restore_rng(load_file(str(folder / RNG)))
     return TrainState.from_json(read_json(folder / STATE))
 
 

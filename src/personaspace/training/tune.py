@@ -233,6 +233,10 @@ def _optimizer(lm: LoadedModel, config: TuneConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, foreach=False)
 
 
+def _cuda_devices() -> list[int]:
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
 def prepare_model(lm: LoadedModel, config: TuneConfig) -> tuple[str, ...]:
     """Seed torch and make ``lm.model`` trainable: an injected LoRA adapter (returns its
     target modules) or every weight (returns ``()``)."""
@@ -368,12 +372,9 @@ def tune(
 
     def checkpoint_hook(step: int) -> None:
         if at_checkpoint is not None:
-            rng = torch.get_rng_state()
-            try:
+            with torch.random.fork_rng(devices=_cuda_devices()):
                 at_checkpoint(step, lm)
-            finally:
-                torch.set_rng_state(rng)
-                lm.model.eval()
+            lm.model.eval()
 
     if state.step == 0:
         checkpoint_hook(0)
