@@ -51,7 +51,7 @@ study: $(STAMP)
 	PERSONASPACE=$(VENV)/bin/personaspace bash scripts/study_base_vs_instruct.sh
 
 # The finetuning-shift study (docs/studies/finetuning-shift.md): 9 LoRA finetunes of SmolLM2
-# and preventative steering, about 75 min here; reruns reuse finished stages.
+# and preventative steering (about 75 min on an idle 2-core machine); reruns reuse finished stages.
 study-finetune: $(STAMP)
 	$(PY) scripts/study_finetuning_shift.py
 

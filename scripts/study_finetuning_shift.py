@@ -153,6 +153,56 @@ def analyse(root: Path, name: str, capability: int) -> dict[str, object]:
     return out
 
 
+def _r(cell: dict[str, object] | None) -> str:
+    if not cell or cell.get("r") is None:
+        return "n/a"
+    return f"{cell['r']:+.2f} [{cell['low']:+.2f}, {cell['high']:+.2f}] (n={cell['n']})"
+
+
+def markdown(study: dict[str, object]) -> str:
+    """The study's tables as Markdown (what docs/studies/finetuning-shift.md reports)."""
+    lines = ["| finetune | shift along own vector | own trait change | projection difference |",
+             "|---|---|---|---|"]  # fmt: skip
+    for f in study["finetunes"]:  # type: ignore[attr-defined]
+        trait = f["name"].rpartition("-")[0]
+        pd = f["projection_difference"]
+        lines.append(
+            f"| {f['name']} | {f['shift'][trait]:+.3f} | {f['expression_change'][trait]:+.1f} | "
+            + (f"{pd:+.3f} |" if pd is not None else "n/a |")
+        )
+    lines += ["", "| trait | r(shift, expression change) | random abs(r) median / p95 | "
+              "percentile of the vector |", "|---|---|---|---|"]  # fmt: skip
+    for row in study["shift_vs_expression"]:  # type: ignore[attr-defined]
+        rnd = row["random_abs_r"]
+        lines.append(
+            f"| {row['trait']} | {_r(row['vector'])} | {rnd['median']:.2f} / {rnd['p95']:.2f} | "
+            f"{row['percentile']:.0f} |"
+        )
+    cross = study["cross_trait"]
+    traits = list(cross)  # type: ignore[arg-type]
+    lines += ["", "| vector \\ trait change | " + " | ".join(traits) + " |",
+              "|---|" + "---|" * len(traits)]  # fmt: skip
+    for v in traits:
+        cells = [cross[v][t] for t in traits]  # type: ignore[index]
+        lines.append(
+            f"| {v} | " + " | ".join("n/a" if c is None else f"{c:+.2f}" for c in cells) + " |"
+        )
+    pooled = study["projection_vs_shift"]["pooled"]  # type: ignore[index]
+    lines += ["", f"projection difference vs shift (pooled): {_r(pooled)}", ""]
+    steering = study["steering"]  # type: ignore[index]
+    lines += [f"steering on {steering['dataset']} ({steering['trait']}):", "",
+              "| condition | trait expression (0-100) | capability accuracy |",
+              "|---|---|---|"]  # fmt: skip
+    for label, c in steering["conditions"].items():
+        e, k = c["expression"], c["capability"]
+        lines.append(
+            f"| {label} | {e['mean']:.1f} [{e['low']:.1f}, {e['high']:.1f}] | "
+            f"{k['accuracy']:.3f} [{k['low']:.3f}, {k['high']:.3f}] (n={k['n']}, "
+            f"chance {k['chance']:.3f}) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="runs/study-ft")
@@ -173,7 +223,9 @@ def main() -> None:
     from personaspace.fileformat import write_json
 
     write_json(root / "study.json", study)
-    print(f"wrote {root / 'study.json'}")
+    (root / "study.md").write_text(markdown(study))
+    print(markdown(study))
+    print(f"wrote {root / 'study.json'} and {root / 'study.md'}")
 
 
 if __name__ == "__main__":
