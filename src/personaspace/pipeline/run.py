@@ -6,7 +6,9 @@ and judge (shard by shard) -> collect the shards -> aggregate -> analyse -> writ
 Work is cut in shards (the default prompts, each role, each trait). Each finished shard is
 written atomically with its responses, scores and activations; a restarted run skips the
 finished shards and, because every item has its own seed, ends with exactly the outputs an
-uninterrupted run would have produced.
+uninterrupted run would have produced. With ``ray``, the same groups of shards are
+computed on Ray workers (``distributed.py``) and this process alone writes them, so the
+outputs are again exactly those of one uninterrupted process.
 """
 
 from __future__ import annotations
@@ -22,19 +24,29 @@ import torch
 
 from personaspace.analysis import PersonaSpace, analyse
 from personaspace.analysis.diagnostics import best_layer, held_out_auc
-from personaspace.capture import Generation, generate, response_means
+from personaspace.capture import SamplingConfig
 from personaspace.capture.sampling import SAMPLER
 from personaspace.catalogue import Catalogue, Selection, load_catalogue, select
-from personaspace.conversation.prompts import format_prompt
 from personaspace.errors import PersonaspaceError
-from personaspace.judge import Judge, RoleItem, TraitItem, make_judge
+from personaspace.judge import Judge, make_judge
 from personaspace.models import LoadedModel, load_model
-from personaspace.models.device import resolve_placement
+from personaspace.models.device import Placement, resolve_placement
 from personaspace.monitor.validate import read_validation_set, validate_axis
 from personaspace.pipeline.aggregate import Aggregate, aggregate
 from personaspace.pipeline.calibrate import calibrate_run
 from personaspace.pipeline.config import AxisConfig
 from personaspace.pipeline.diagnose import random_init_null, reply_diagnostics, reply_set, verdict
+from personaspace.pipeline.distributed import (
+    Event,
+    ModelFacts,
+    RayOptions,
+    WorkerPool,
+    WorkerSpec,
+    check_placement_names,
+    plan_workers,
+    ray_cluster,
+)
+from personaspace.pipeline.shards import PROMPT_ROOM, GroupOutput, compute_group, shard_groups
 from personaspace.pipeline.work import WorkItem, build_work
 from personaspace.report.axis_report import axis_report
 from personaspace.runfolder import (
@@ -50,7 +62,6 @@ from personaspace.vectors.axis import Axis
 
 Progress = Callable[[int, int], None]  # (items done so far, items in total)
 MIN_ROLES = 3  # a persona space needs at least three role vectors
-PROMPT_ROOM = 256  # tokens allowed for a prompt when choosing an automatic batch size
 
 
 class RunCounts(TypedDict):
@@ -118,13 +129,16 @@ class _Timings:
     def __init__(self) -> None:
         self.values: dict[str, float] = {}
 
+    def add(self, name: str, seconds: float) -> None:
+        self.values[name] = self.values.get(name, 0.0) + seconds
+
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         started = time.perf_counter()
         try:
             yield
         finally:
-            self.values[name] = self.values.get(name, 0.0) + time.perf_counter() - started
+            self.add(name, time.perf_counter() - started)
 
 
 @dataclass
@@ -139,14 +153,43 @@ class _Setup:
 
 @dataclass
 class _Loaded:
-    lm: LoadedModel
+    facts: ModelFacts
     layers: list[int]
     analysis_layer: int | None  # None: chosen from the replies (held-out AUC)
     shards: dict[str, list[WorkItem]]
     header: dict[str, Any]
+    sampling: SamplingConfig  # the run's decoding with the model's stop strings
+    config: AxisConfig
+    lm: LoadedModel | None  # None in a Ray run until the workers are done
+
+    def model(self) -> LoadedModel:
+        """The model in this process: loaded before generation in one process; in a Ray run
+        (the workers hold the replicas) only now, for the null, validation and calibration."""
+        if self.lm is None:
+            placement = _driver_placement(self.config)
+            self.lm = load_model(self.config.model, dtype=placement.dtype, device=placement.device)
+        return self.lm
 
 
-def _prepare(config: AxisConfig, out: str | Path, force: bool, judge_api_key: str | None) -> _Setup:
+def _driver_placement(config: AxisConfig) -> Placement:
+    """Where a Ray run's driver runs its own passes: the run's device if this machine has it,
+    else the best it has (the workers' devices may exist only on their nodes)."""
+    for device, dtype in ((config.device, config.dtype), ("auto", config.dtype)):
+        try:
+            return resolve_placement(device, dtype)
+        except PersonaspaceError:
+            continue
+    return resolve_placement("auto", "auto")
+
+
+def _prepare(
+    config: AxisConfig,
+    out: str | Path,
+    force: bool,
+    judge_api_key: str | None,
+    *,
+    distributed: bool = False,
+) -> _Setup:
     """Settings, catalogue and judge checked, and the folder made ready; no model yet."""
     catalogue = load_catalogue(config.catalogue, replace=config.catalogue_replace)
     selection = select(
@@ -155,7 +198,10 @@ def _prepare(config: AxisConfig, out: str | Path, force: bool, judge_api_key: st
         roles=list(config.roles) if config.roles else None,
         traits=list(config.traits) if config.traits else None,
     )
-    resolve_placement(config.device, config.dtype)  # a bad device or dtype fails here
+    if distributed:  # the device is resolved on each worker's node
+        check_placement_names(config.device, config.dtype)
+    else:
+        resolve_placement(config.device, config.dtype)  # a bad device or dtype fails here
     folder = RunFolder(out)
     folder.check_new_or_own()
     if folder.file("config.json").is_file():
@@ -183,37 +229,49 @@ def _prepare(config: AxisConfig, out: str | Path, force: bool, judge_api_key: st
     return _Setup(config, force, folder, catalogue, selection, judge)
 
 
-def _load(setup: _Setup) -> _Loaded:
-    """The model, its layers, the run's work and the header written to ``config.json``."""
+def _load(setup: _Setup, workers: ModelFacts | None = None) -> _Loaded:
+    """The model (here, or the facts of the one the ``workers`` loaded), its layers, the
+    run's work and the header written to ``config.json``."""
     config = setup.config
-    placement = resolve_placement(config.device, config.dtype)
-    engine = {"device": placement.device_name, "dtype": placement.dtype_name, "sampler": SAMPLER}
-    _check_engine(setup.folder, engine, setup.force)
-    lm = load_model(config.model, dtype=placement.dtype, device=placement.device)
-    layers = list(range(lm.adapter.n_layers))
+    lm = None
+    if workers is None:
+        placement = resolve_placement(config.device, config.dtype)
+        engine = {"device": placement.device_name, "dtype": placement.dtype_name}
+        _check_engine(setup.folder, {**engine, "sampler": SAMPLER}, setup.force)
+        lm = load_model(config.model, dtype=placement.dtype, device=placement.device)
+        sampling = config.sampling.for_model(lm.chat_tuned)
+        # prompts of the catalogue are well under PROMPT_ROOM tokens
+        batch_size = lm.batch_size(config.batch_size, PROMPT_ROOM + sampling.max_new_tokens)
+        facts = ModelFacts.of(lm, batch_size, node="this process")
+    else:
+        facts = workers
+        engine = {"device": facts.device, "dtype": facts.dtype}
+        _check_engine(setup.folder, {**engine, "sampler": SAMPLER}, setup.force)
+        sampling = config.sampling.for_model(facts.chat_tuned)
+    layers = list(range(facts.adapter.n_layers))
     chosen = config.analysis_layer
     if chosen is None:
-        chosen = lm.adapter.n_layers // 2
-    analysis_layer = None if chosen == "auto" else lm.adapter.check_layers([int(chosen)])[0]
+        chosen = facts.adapter.n_layers // 2
+    analysis_layer = None if chosen == "auto" else facts.adapter.check_layers([int(chosen)])[0]
     shards = build_work(
         setup.selection,
-        lm.display_name,
+        facts.display_name,
         config.sampling.seed,
         setup.selection.trait_questions,
-        chat_tuned=lm.chat_tuned,
+        chat_tuned=facts.chat_tuned,
         role_card=config.role_card,
     )
     header = {
         "config": config.to_json(),
-        "model_id": lm.model_id,
+        "model_id": facts.model_id,
         "n_layers": len(layers),
-        "hidden_size": lm.adapter.hidden_size,
-        "chat_tuned": lm.chat_tuned,
-        "engine": engine,
+        "hidden_size": facts.adapter.hidden_size,
+        "chat_tuned": facts.chat_tuned,
+        "engine": {**engine, "sampler": SAMPLER},
     }
     # (re)written each time: analysis settings may have changed since the last session
     setup.folder.write_header(header)
-    return _Loaded(lm, layers, analysis_layer, shards, header)
+    return _Loaded(facts, layers, analysis_layer, shards, header, sampling, config, lm)
 
 
 # What a run made before the engine recorded itself was made with.
@@ -239,138 +297,124 @@ def _check_engine(folder: RunFolder, engine: dict[str, str], force: bool) -> Non
         )
 
 
-class Scores(TypedDict, total=False):
-    """The judge's scores of one reply: ``score`` (0-3) for roles, ``trait_score`` for traits."""
-
-    score: int | None
-    trait_score: float | None
-
-
-def _judge(
-    judge: Judge, catalogue: Catalogue, items: list[WorkItem], answers: list[str]
-) -> list[Scores]:
-    scores: list[Scores] = [{} for _ in items]
-    role_idx = [i for i, it in enumerate(items) if it.kind == "role"]
-    trait_idx = [i for i, it in enumerate(items) if it.kind.startswith("trait")]
-    role_scores = judge.score_roles(
-        [RoleItem(catalogue.roles[items[i].name], items[i].question, answers[i]) for i in role_idx]
-    )
-    trait_scores = judge.score_traits(
-        [
-            TraitItem(catalogue.traits[items[i].name], items[i].question, answers[i])
-            for i in trait_idx
-        ]
-    )
-    for i, s in zip(role_idx, role_scores):
-        scores[i]["score"] = s
-    for i, t in zip(trait_idx, trait_scores):
-        scores[i]["trait_score"] = None if t is None else round(float(t), 2)
-    return scores
-
-
-GROUP_BATCHES = 4  # shards are generated together up to this many full batches
-
-
-def _groups(shards: dict[str, list[WorkItem]], pending: list[str], size: int) -> list[list[str]]:
-    """Consecutive shards packed up to ``GROUP_BATCHES`` batches of ``size`` items, so that
-    generation runs mostly full batches (a role's shard alone is smaller than a batch);
-    the packing depends on the work alone, so a resumed run repeats it exactly."""
-    size *= GROUP_BATCHES
-    groups: list[list[str]] = []
-    current: list[str] = []
-    count = 0
-    for shard in pending:
-        if current and count + len(shards[shard]) > size:
-            groups.append(current)
-            current, count = [], 0
-        current.append(shard)
-        count += len(shards[shard])
-    if current:
-        groups.append(current)
-    return groups
-
-
-def _record(item: WorkItem, reply: Generation, judge: str, scores: Scores) -> ResponseRecord:
-    record: ResponseRecord = {
-        "id": item.id,
-        "shard": item.shard,
-        "kind": item.kind,
-        "name": item.name,
-        "prompt_index": item.prompt_index,
-        "question_id": item.question_id,
-        "system": item.system,
-        "question": item.question,
-        "response": reply.text,
-        "n_tokens": len(reply.token_ids),
-        "finish_reason": reply.finish_reason,
-        "seed": item.seed,
-        "judge": judge,
-    }
-    if "score" in scores:
-        record["score"] = scores["score"]
-    if "trait_score" in scores:
-        record["trait_score"] = scores["trait_score"]
-    return record
-
-
 def _generate_and_judge(
-    setup: _Setup, loaded: _Loaded, timings: _Timings, progress: Progress | None
+    setup: _Setup,
+    loaded: _Loaded,
+    timings: _Timings,
+    progress: Progress | None,
+    pool: WorkerPool | None = None,
+    on_event: Event | None = None,
 ) -> int:
-    """Every unfinished shard generated, judged and written; returns the new token count."""
-    config, folder, lm, shards = setup.config, setup.folder, loaded.lm, loaded.shards
+    """Every unfinished shard generated, judged and written (here, or on the ``pool``'s
+    workers); returns the new token count."""
+    folder, shards = setup.folder, loaded.shards
     total = sum(len(v) for v in shards.values())
     finished = {s for s in shards if folder.shard_complete(s, [it.id for it in shards[s]])}
     done = sum(len(shards[s]) for s in finished)
     if progress:
         progress(done, total)
-    sampling = config.sampling.for_model(lm.chat_tuned)
     new_tokens = 0
-    # The partition into batches is fixed by the work alone, so a resumed run computes every
-    # batch exactly as an uninterrupted run does (same shapes, same padding, same numbers).
-    # prompts of the catalogue are well under PROMPT_ROOM tokens
-    batch_size = lm.batch_size(config.batch_size, PROMPT_ROOM + sampling.max_new_tokens)
-    for group in _groups(shards, list(shards), batch_size):
-        if all(s in finished for s in group):
-            continue
-        items = [it for s in group for it in shards[s]]
-        with timings.stage("generate_s"):
-            gens = generate(
-                lm,
-                [format_prompt(lm, it.question, it.system) for it in items],
-                sampling,
-                layers=loaded.layers,
-                batch_size=batch_size,
-                seeds=[it.seed for it in items],
-            )
-        new_tokens += sum(len(g.token_ids) for g in gens)
-        with timings.stage("judge_s"):
-            scores = _judge(setup.judge, setup.catalogue, items, [g.text for g in gens])
-        start = 0
-        for shard in group:
-            n = len(shards[shard])
-            if shard not in finished:
-                part = slice(start, start + n)
-                records = [
-                    _record(it, g, setup.judge.name, sc)
-                    for it, g, sc in zip(shards[shard], gens[part], scores[part])
-                ]
-                vectors = response_means(gens[part])
-                meta = {"model_id": lm.model_id, "layers": loaded.layers}
-                try:
-                    folder.save_shard(shard, records, vectors, meta)
-                except OSError as err:
-                    raise PersonaspaceError(
-                        f"could not write {folder.shard_path(shard)} ({err.strerror})",
-                        fix="free disk space or fix permissions, then rerun the same command to "
-                        "resume (finished shards are kept)",
-                    ) from err
-                done += n
-            start += n
+    # The partition into groups and batches is fixed by the work alone, so a resumed run and
+    # every worker compute each batch exactly as an uninterrupted single process does (same
+    # shapes, same padding, same numbers); a group is recomputed whole, finished shards too.
+    batch_size = loaded.facts.batch_size
+    groups = [
+        [shards[s] for s in group]
+        for group in shard_groups({s: len(v) for s, v in shards.items()}, batch_size)
+        if not all(s in finished for s in group)
+    ]
+
+    def write(output: GroupOutput) -> None:
+        nonlocal done, new_tokens
+        new_tokens += output.new_tokens
+        timings.add("generate_s", output.generate_s)
+        timings.add("judge_s", output.judge_s)
+        for shard in output.shards:
+            if shard.shard in finished:
+                continue
+            meta = {"model_id": loaded.facts.model_id, "layers": loaded.layers}
+            try:
+                folder.save_shard(shard.shard, shard.records, shard.vectors, meta)
+            except OSError as err:
+                raise PersonaspaceError(
+                    f"could not write {folder.shard_path(shard.shard)} ({err.strerror})",
+                    fix="free disk space or fix permissions, then rerun the same command to "
+                    "resume (finished shards are kept)",
+                ) from err
+            finished.add(shard.shard)
+            done += len(shard.records)
         if progress:
             progress(done, total)
+
+    if pool is None:
+        lm, judge = loaded.model(), setup.judge
+        for group in groups:
+            write(
+                compute_group(
+                    lm, judge, setup.catalogue, group, loaded.sampling, loaded.layers, batch_size
+                )
+            )
+    else:
+        with timings.stage("workers_s"):  # wall time; generate_s and judge_s sum the workers'
+            pool.run(
+                groups,
+                setup.catalogue,
+                loaded.sampling,
+                loaded.layers,
+                lambda _, out: write(out),
+                on_event,
+            )
     timings.values.setdefault("generate_s", 0.0)
     timings.values.setdefault("judge_s", 0.0)
     return new_tokens
+
+
+def _generate_on_ray(
+    config: AxisConfig,
+    out: str | Path,
+    force: bool,
+    judge_api_key: str | None,
+    options: RayOptions,
+    timings: _Timings,
+    progress: Progress | None,
+    on_event: Event | None,
+) -> tuple[_Setup, _Loaded, int]:
+    """Connect, check the resources, start the workers (each loads the model), generate
+    and judge every unfinished shard on them, stop them. Nothing is written before the
+    workers have all loaded the model."""
+    with ray_cluster(options) as resources:
+        count, gpus = plan_workers(
+            options, config.device, resources.get("GPU", 0.0), resources.get("CPU", 0.0)
+        )
+        setup = _prepare(config, out, force, judge_api_key, distributed=True)
+        spec = WorkerSpec(
+            model=config.model,
+            device="cuda" if gpus else "cpu",
+            dtype=config.dtype,
+            threads=options.threads_per_worker,
+            rubrics=setup.catalogue.rubrics,
+            judge=config.judge,
+            judge_model=config.judge_model,
+            judge_base_url=config.judge_base_url,
+            judge_api_key=judge_api_key,
+            judge_concurrency=config.judge_concurrency,
+            judge_rate_per_s=config.judge_rate_per_s,
+        )
+        with timings.stage("load_model_s"):
+            pool = WorkerPool.start(
+                spec,
+                count=count,
+                gpus=gpus,
+                batch_size=config.batch_size,
+                max_new_tokens=config.sampling.max_new_tokens,
+                max_attempts=options.max_attempts,
+            )
+        try:
+            loaded = _load(setup, pool.facts)
+            new_tokens = _generate_and_judge(setup, loaded, timings, progress, pool, on_event)
+        finally:
+            pool.close()
+    return setup, loaded, new_tokens
 
 
 def _collect(
@@ -435,13 +479,13 @@ def _write(
     """Replies, scores and vectors, and the axis when there is a persona space (without one,
     an axis, calibration or report of other analysis settings is removed: it would not match
     the summary, and re-aggregating the stored replies rebuilds it)."""
-    lm = loaded.lm
+    facts = loaded.facts
     folder.write_records(records)
     meta = {
-        "model_id": lm.model_id,
+        "model_id": facts.model_id,
         "layers": loaded.layers,
-        "hidden_size": lm.adapter.hidden_size,
-        "n_layers": lm.adapter.n_layers,
+        "hidden_size": facts.adapter.hidden_size,
+        "n_layers": facts.adapter.n_layers,
         "reduction": "response_mean",
         "unit": "raw residual stream (post-block)",
     }
@@ -488,7 +532,7 @@ def _persona_space(
         }
         null = None
         if config.null == "random-init":
-            null = random_init_null(loaded.lm, records, replies, index, layers, layer)
+            null = random_init_null(loaded.model(), records, replies, index, layers, layer)
             diagnostics["random_init_null"] = null
     with timings.stage("analyse_s"):
         space = analyse(
@@ -512,7 +556,7 @@ def _persona_space(
         folder.write_report(axis_report(summary, space))
     with timings.stage("calibrate_s"):
         # Steering units and capping thresholds for this axis (redone whenever it is).
-        calibration, capping = calibrate_run(loaded.lm, folder.path)
+        calibration, capping = calibrate_run(loaded.model(), folder.path)
     summary["calibration"] = {
         "source": calibration.source,
         "tokens": calibration.n_tokens,
@@ -523,7 +567,7 @@ def _persona_space(
 
 def _validate(loaded: _Loaded, agg: Aggregate, layer: int) -> dict[str, Any]:
     """The validation set projected on the new axis (``personaspace validate``)."""
-    lm, row = loaded.lm, loaded.layers.index(layer)
+    lm, row = loaded.model(), loaded.layers.index(layer)
     axis = Axis(lm.model_id, loaded.layers, agg.axis.float(), lm.adapter.n_layers, "this run")
     roles = torch.stack([v[row] for v in agg.role_vectors.values()])
     try:
@@ -542,22 +586,35 @@ def run_axis(
     force: bool = False,
     progress: Progress | None = None,
     judge_api_key: str | None = None,
+    ray: RayOptions | None = None,
+    on_event: Event | None = None,
 ) -> AxisRun:
     """Produce a model's persona space in ``out`` (see the module docstring).
 
     When fewer than three roles keep enough replies, the replies, scores and vectors are
     still written, and the summary carries the ``verdict`` instead of an analysis.
 
+    ``ray`` generates and judges the shards on Ray workers (``pipeline.distributed``); the
+    outputs are byte for byte those of one process with the same settings (the summary's
+    timings aside). ``on_event`` hears of workers that died and the shards they retried.
+
     Example:
         >>> run = run_axis(AxisConfig(preset="tiny", judge="none"), "runs/tiny")  # doctest: +SKIP
         >>> run.analysis.at_analysis_layer.cos_axis_pc1  # doctest: +SKIP
+        >>> run = run_axis(AxisConfig(preset="tiny", judge="none"), "runs/tiny",  # doctest: +SKIP
+        ...                ray=RayOptions(address="auto"))
     """
     timings = _Timings()
     started = time.perf_counter()
-    setup = _prepare(config, out, force, judge_api_key)
-    with timings.stage("load_model_s"):
-        loaded = _load(setup)
-    new_tokens = _generate_and_judge(setup, loaded, timings, progress)
+    if ray is None:
+        setup = _prepare(config, out, force, judge_api_key)
+        with timings.stage("load_model_s"):
+            loaded = _load(setup)
+        new_tokens = _generate_and_judge(setup, loaded, timings, progress)
+    else:
+        setup, loaded, new_tokens = _generate_on_ray(
+            config, out, force, judge_api_key, ray, timings, progress, on_event
+        )
     folder = setup.folder
     with timings.stage("aggregate_s"):
         records, vectors = _collect(folder, loaded.shards)
