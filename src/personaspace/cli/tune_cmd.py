@@ -10,7 +10,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from personaspace.cli.common import check_model_options, load_model_as_asked
+from personaspace.cli.common import add_model_options, check_model_options, load_model_as_asked
 from personaspace.errors import PersonaspaceError
 from personaspace.models.bundled import DEFAULT_MODEL
 from personaspace.training.dataset import OVERLONG, read_chat_dataset, tokenize_examples
@@ -96,15 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--monitor-questions", type=int, default=8, help="per trait and axis")
     parser.add_argument("--monitor-judge", default="local", choices=("local", "none"))
-    parser.add_argument(
-        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps"
-    )
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        choices=("auto", "float32", "bfloat16", "float16"),
-        help="auto: bfloat16 where matmuls are fast in it (adapters train in fp32)",
-    )
+    add_model_options(parser, batch_size=False)
     parser.set_defaults(run=run, param_flags=FLAGS)
 
 
@@ -136,10 +128,6 @@ def _sha256(path: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     check_model_options(args)
     config = _config(args)
-    if config.method == "lora":
-        from personaspace.training.lora import check_settings
-
-        check_settings(config.lora)
     directions = [parse_prevent(t) for t in args.prevent] + [
         parse_ablate(t) for t in args.ablate_direction
     ]

@@ -39,7 +39,13 @@ from personaspace.training.checkpoint import (
     trainable,
 )
 from personaspace.training.dataset import TokenizedExample
-from personaspace.training.lora import LoraSettings, add_lora, lora_config, transposed
+from personaspace.training.lora import (
+    LoraSettings,
+    add_lora,
+    check_settings,
+    lora_config,
+    transposed,
+)
 from personaspace.vectors.intervention import Intervention
 
 Method = Literal["lora", "full"]
@@ -124,6 +130,8 @@ class TuneConfig:
             raise PersonaspaceError(
                 f"learning_rate is {self.lr}", fix="use a positive number", param="learning_rate"
             )
+        if self.method == "lora":
+            check_settings(self.lora)
         if self.warmup_steps < 0 or self.weight_decay < 0:
             raise PersonaspaceError(
                 "warmup_steps and weight_decay must not be negative", fix="use 0 or more"
