@@ -9,6 +9,7 @@ from typing import Any
 
 from personaspace.analysis.compare import MODES, check_settings, compare_runs
 from personaspace.cli.common import add_model_options, check_model_options, print_rows
+from personaspace.cli.compare_ladder import LADDER_FLAGS, add_ladder_arguments, run_ladder
 from personaspace.errors import PersonaspaceError
 from personaspace.fileformat import write_json
 from personaspace.report.compare_report import compare_figures, headline_rows, write_compare_report
@@ -27,10 +28,15 @@ STEERING_FLAGS = {"samples_per_prompt": "--samples", "max_new_tokens": "--steer-
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "compare",
-        help="compare two axis runs: base vs instruct (same architecture) or any two models",
+        help="compare two axis runs: base vs instruct (same architecture) or any two models; "
+        "or a ladder of rungs of one architecture (--ladder)",
     )
-    parser.add_argument("run_a", metavar="RUN_A", help="an axis run folder (e.g. the base model)")
-    parser.add_argument("run_b", metavar="RUN_B", help="another run (e.g. the instruct model)")
+    parser.add_argument(
+        "run_a", metavar="RUN_A", nargs="?", help="an axis run folder (e.g. the base model)"
+    )
+    parser.add_argument(
+        "run_b", metavar="RUN_B", nargs="?", help="another run (e.g. the instruct model)"
+    )
     parser.add_argument(
         "--mode",
         choices=MODES,
@@ -53,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "completions (see `personaspace steer-base`)",
     )
     add_steering_arguments(parser)
-    parser.set_defaults(run=run, param_flags={**COMPARE_FLAGS, **STEERING_FLAGS})
+    add_ladder_arguments(parser)
+    parser.set_defaults(run=run, param_flags={**COMPARE_FLAGS, **STEERING_FLAGS, **LADDER_FLAGS})
 
 
 def add_steering_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,10 +92,28 @@ def _headline(result: dict[str, Any]) -> None:
         print(f"note: {note}")
 
 
+def _refuse_ladder_options(args: argparse.Namespace) -> None:
+    if args.run_a is None or args.run_b is None:
+        raise PersonaspaceError(
+            "compare needs two runs, RUN_A and RUN_B",
+            fix="pass two axis run folders, or --ladder RUN RUN RUN ... for three or more",
+        )
+    for option in ("labels", "progress", "base", "random_init"):
+        if getattr(args, option) is not None:
+            flag = "--" + option.replace("_", "-")
+            raise PersonaspaceError(
+                f"{flag} describes the runs of a ladder",
+                fix=f"give the runs with --ladder or drop {flag}",
+            )
+
+
 def run(args: argparse.Namespace) -> int:
     check_settings(
         k=args.k, top=args.top, n_permutations=args.permutations, n_bootstrap=args.bootstrap
     )
+    if args.ladder is not None:
+        return run_ladder(args)
+    _refuse_ladder_options(args)
     if args.steer_base:
         from personaspace.cli.steer_base_cmd import steering_settings
 
