@@ -2,8 +2,9 @@
 
 A projection of a mean state (or a mean difference) on a persona vector means little alone:
 random unit directions of the same space can project as far. ``random_direction_null``
-gives the figure beside them; ``mean_interval`` gives a mean its percentile bootstrap
-interval (``scipy.stats.bootstrap``, seeded).
+gives the figure beside them, ``figure_null`` any figure beside the same figure for random
+directions (with an empirical p-value, ``empirical_p``); ``mean_interval`` gives a mean its
+percentile bootstrap interval (``scipy.stats.bootstrap``, seeded).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 import numpy as np
 import torch
@@ -171,4 +172,138 @@ def random_direction_null(
         random_abs_p95=float(np.quantile(magnitudes, 0.95)),
         random_low=float(np.quantile(randoms, 0.025)),
         random_high=float(np.quantile(randoms, 0.975)),
+    )
+
+
+Tail = Literal["greater", "less", "two-sided"]
+NULL_ALPHA = 0.05
+_TIE = 1e-12  # a null value within this of the observed one counts as at least as far
+
+
+def empirical_p(observed: float, null: Sequence[float], *, tail: Tail = "greater") -> float:
+    """The Monte Carlo p-value of ``observed`` among ``null`` (the same figure for random
+    directions, say): ``(1 + #{null values at least as far}) / (1 + len(null))``.
+
+    "At least as far" is ``>= observed`` for ``tail="greater"`` and ``<= observed`` for
+    ``"less"`` (ties within 1e-12 count); ``"two-sided"`` doubles the smaller of the two,
+    at most 1. The observed value counts as one of the draws, so ``p >= 1 / (1 + n)``.
+
+    Example:
+        >>> empirical_p(0.6, [0.2, 0.4, 0.6, 0.8])
+        0.6
+        >>> empirical_p(0.6, [0.2, 0.4, 0.6, 0.8], tail="less")
+        0.8
+        >>> empirical_p(0.9, [0.2, 0.4, 0.6, 0.8], tail="two-sided")
+        0.4
+    """
+    if len(null) == 0:
+        raise PersonaspaceError("the null has no values", fix="give it at least one random draw")
+    values = np.asarray(null, dtype=np.float64)
+    if tail == "two-sided":
+        one_sided = min(empirical_p(observed, null), empirical_p(observed, null, tail="less"))
+        return min(1.0, 2 * one_sided)
+    far = values >= observed - _TIE if tail == "greater" else values <= observed + _TIE
+    return float((1 + int(far.sum())) / (1 + values.size))
+
+
+class FigureNullJSON(TypedDict):
+    observed: float
+    random_mean: float
+    random_low: float
+    random_high: float
+    n_directions: int
+    tail: str
+    n_at_least_as_far: int
+    percentile: float
+    p: float
+    separable: bool
+    verdict: str
+
+
+@dataclass(frozen=True)
+class FigureNull:
+    """A figure of a direction beside the same figure for random directions.
+
+    ``random_low`` and ``random_high`` are the 2.5th and 97.5th percentiles of the random
+    figures; ``percentile`` the share (%) of them strictly below ``observed``; ``p`` the
+    empirical p-value in ``tail`` (``empirical_p``); ``n_at_least_as_far`` its count (for
+    ``"two-sided"``, that of the nearer tail).
+    """
+
+    observed: float
+    random_mean: float
+    random_low: float
+    random_high: float
+    n_directions: int
+    tail: Tail
+    n_at_least_as_far: int
+    percentile: float
+    p: float
+    alpha: float = NULL_ALPHA
+
+    @property
+    def separable(self) -> bool:
+        """Whether ``p <= alpha``."""
+        return self.p <= self.alpha
+
+    @property
+    def verdict(self) -> str:
+        """``"separable from random directions (p = 0.05)"`` or ``"not separable ..."``,
+        saying so when ``n_directions`` is too few for any p at or below ``alpha``."""
+        if self.separable:
+            return f"separable from random directions (p = {self.p:.2g})"
+        floor = 1 / (1 + self.n_directions) * (2 if self.tail == "two-sided" else 1)
+        plural = "s" if self.n_directions != 1 else ""
+        short = (
+            f"; {self.n_directions} direction{plural} cannot give p below {floor:.2g}"
+            if floor > self.alpha
+            else ""
+        )
+        return f"not separable from random directions (p = {self.p:.2g}{short})"
+
+    def to_json(self) -> FigureNullJSON:
+        return {
+            "observed": self.observed,
+            "random_mean": round(self.random_mean, 6),
+            "random_low": round(self.random_low, 6),
+            "random_high": round(self.random_high, 6),
+            "n_directions": self.n_directions,
+            "tail": self.tail,
+            "n_at_least_as_far": self.n_at_least_as_far,
+            "percentile": round(self.percentile, 4),
+            "p": round(self.p, 6),
+            "separable": self.separable,
+            "verdict": self.verdict,
+        }
+
+
+def figure_null(
+    observed: float, null: Sequence[float], *, tail: Tail, alpha: float = NULL_ALPHA
+) -> FigureNull:
+    """``observed`` beside the ``null`` figures: their mean, 95 % range, the observed
+    figure's percentile and empirical p-value (``empirical_p``).
+
+    Example:
+        >>> f = figure_null(0.6, [0.2, 0.2, 0.4, 0.6], tail="greater")
+        >>> f.random_mean, f.percentile, f.p, f.separable
+        (0.35, 75.0, 0.4, False)
+        >>> f.verdict
+        'not separable from random directions (p = 0.4; 4 directions cannot give p below 0.2)'
+    """
+    values = np.asarray(null, dtype=np.float64)
+    p = empirical_p(observed, null, tail=tail)
+    greater = int((values >= observed - _TIE).sum())
+    less = int((values <= observed + _TIE).sum())
+    count = {"greater": greater, "less": less}.get(tail, min(greater, less))
+    return FigureNull(
+        observed=observed,
+        random_mean=float(values.mean()),
+        random_low=float(np.quantile(values, 0.025)),
+        random_high=float(np.quantile(values, 0.975)),
+        n_directions=int(values.size),
+        tail=tail,
+        n_at_least_as_far=count,
+        percentile=float(stats.percentileofscore(values, observed, kind="strict")),
+        p=p,
+        alpha=alpha,
     )

@@ -16,17 +16,29 @@ two ways, neither of which sees the steering itself:
   each role's description (what the local judge scores role adherence with).
 
 Reading the steered activations directly would be circular (they contain the added axis).
+
+**The random-direction null** (``SteeringSettings.random_directions`` > 0): the same
+prompts, seeds and coefficients, steering along seeded random unit directions of the same
+hidden size (``analysis.intervals.random_units``) by the same norm, judged the same way
+(coefficient 0 is not regenerated: it steers nothing). Each figure of the axis (the
+re-read projection on the unit *axis*, the helpful-professional share and gap, and the
+mystical share where the catalogue has that category) is set beside the random
+directions' mean, 95 % range and empirical p-value (``analysis.intervals.figure_null``).
+
+The open prompts are plain text after the tokenizer's BOS token, for a base model and a
+chat model alike (no chat template), so both read the same document to continue.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 
+from personaspace.analysis.intervals import NULL_ALPHA, Tail, figure_null, random_units
 from personaspace.capture import SamplingConfig, capture_conversations, generate, with_reply
 from personaspace.conversation.format import FormattedConversation
 from personaspace.errors import PersonaspaceError
@@ -49,6 +61,21 @@ OPEN_PROMPTS: tuple[str, ...] = (
 )
 DEFAULT_COEFS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.8)
 HELPFUL_CATEGORY = "helpful_professional"
+# Not a category of the bundled catalogue; its share is reported when a catalogue has it.
+MYSTICAL_CATEGORY = "mystical_spiritual"
+DEFAULT_RANDOM_DIRECTIONS = 19  # the fewest for which p = 1 / (1 + K) reaches 0.05
+
+# The figures set beside the random-direction null, and which way is toward the Assistant
+# end and helpful professionals (+1: larger; -1: smaller).
+NULL_FIGURES: dict[str, int] = {
+    "reread_on_axis_mean": 1,
+    "helpful_share_activation": 1,
+    "helpful_minus_other_activation": 1,
+    "mystical_share_activation": -1,
+    "helpful_share_judge": 1,
+    "helpful_minus_other_judge": 1,
+    "mystical_share_judge": -1,
+}
 
 
 STEERING_SAMPLING = SamplingConfig(max_new_tokens=40, temperature=0.7, top_p=0.9, seed=0)
@@ -57,11 +84,12 @@ STEERING_SAMPLING = SamplingConfig(max_new_tokens=40, temperature=0.7, top_p=0.9
 @dataclass(frozen=True)
 class SteeringSettings:
     """What to generate: prompts x samples per prompt, at each coefficient, decoded by
-    ``sampling`` (each completion with its own seed, the same at every coefficient).
+    ``sampling`` (each completion with its own seed, the same at every coefficient), and
+    ``random_directions`` seeded by ``null_seed`` for the null (0: no null).
 
     Example:
-        >>> SteeringSettings().coefs
-        (0.0, 0.1, 0.2, 0.4, 0.8)
+        >>> SteeringSettings().coefs, SteeringSettings().random_directions
+        ((0.0, 0.1, 0.2, 0.4, 0.8), 0)
     """
 
     coefs: tuple[float, ...] = DEFAULT_COEFS
@@ -69,6 +97,8 @@ class SteeringSettings:
     samples_per_prompt: int = 2
     sampling: SamplingConfig = STEERING_SAMPLING
     nearest: int = 5
+    random_directions: int = 0
+    null_seed: int = 0
 
     def __post_init__(self) -> None:
         if not self.coefs or not self.prompts:
@@ -81,9 +111,16 @@ class SteeringSettings:
                 fix="ask for at least one completion per prompt, e.g. 2",
                 param="samples_per_prompt",
             )
+        if self.random_directions < 0:
+            raise PersonaspaceError(
+                f"random_directions is {self.random_directions}",
+                fix=f"give 0 (no null) or more, e.g. {DEFAULT_RANDOM_DIRECTIONS}",
+                param="random_directions",
+            )
 
     def to_json(self) -> dict[str, Any]:
-        """The settings as ``steer_base.json`` records them."""
+        """The settings as ``steer_base.json`` records them (the null's, under
+        ``random_null``)."""
         s = self.sampling
         return {
             "coefs": list(self.coefs),
@@ -123,9 +160,20 @@ def residual_norm(
     return calibrate(lm, axis, conversations, source=str(run)).norm(layer)
 
 
-def _prompt_ids(lm: LoadedModel, text: str) -> list[int]:
-    bos = lm.tokenizer.bos_token or ""
-    return list(lm.tokenizer(bos + text, add_special_tokens=False)["input_ids"])
+def open_prompt_ids(tokenizer: Any, text: str) -> list[int]:
+    """An open prompt as a plain continuation: the BOS token (if any) then ``text``, with no
+    chat template, for base and chat models alike.
+
+    Example:
+        >>> class Chars:  # a tokenizer of one id per character
+        ...     bos_token = "^"
+        ...     def __call__(self, text, add_special_tokens):
+        ...         return {"input_ids": [ord(c) for c in text]}
+        >>> [chr(i) for i in open_prompt_ids(Chars(), "My name is")][:4]
+        ['^', 'M', 'y', ' ']
+    """
+    bos = tokenizer.bos_token or ""
+    return list(tokenizer(bos + text, add_special_tokens=False)["input_ids"])
 
 
 def _ranked(scores: dict[str, float]) -> list[str]:
@@ -140,10 +188,12 @@ def _helpful_gap(scores: dict[str, float], categories: dict[str, str]) -> float 
     return round(sum(helpful) / len(helpful) - sum(other) / len(other), 5)
 
 
-def _share(ranked: list[str], categories: dict[str, str], k: int) -> float | None:
+def _share(
+    ranked: list[str], categories: dict[str, str], k: int, category: str = HELPFUL_CATEGORY
+) -> float | None:
     if not categories:
         return None
-    return round(sum(categories.get(n) == HELPFUL_CATEGORY for n in ranked[:k]) / k, 4)
+    return round(sum(categories.get(n) == category for n in ranked[:k]) / k, 4)
 
 
 @dataclass(frozen=True)
@@ -159,14 +209,23 @@ class Completion:
 
 
 def _complete(
-    lm: LoadedModel, unit: torch.Tensor, layer: int, norm: float, settings: SteeringSettings
+    lm: LoadedModel,
+    unit: torch.Tensor,
+    layer: int,
+    norm: float,
+    settings: SteeringSettings,
+    zero: Sequence[Completion] | None = None,
 ) -> list[Completion]:
-    """Every prompt x sample completed under each coefficient (seeds shared across them)."""
+    """Every prompt x sample completed under each coefficient (seeds shared across them);
+    ``zero``, when given, stands for coefficient 0 (plain generation, whatever the direction)."""
     prompts = [(p, s) for p in settings.prompts for s in range(settings.samples_per_prompt)]
-    ids = [_prompt_ids(lm, p) for p, _ in prompts]
+    ids = [open_prompt_ids(lm.tokenizer, p) for p, _ in prompts]
     seeds = [settings.sampling.seed + i for i in range(len(prompts))]
     rows: list[Completion] = []
     for coef in settings.coefs:
+        if coef == 0 and zero is not None:
+            rows += zero
+            continue
         interventions = [] if coef == 0 else [steer(layer, unit, coef, norm)]
         with intervene(lm, interventions):
             gens = generate(
@@ -218,6 +277,7 @@ class _Evidence:
         mean_vec, role_centred = self.centred[pick].mean(0), self.role_centred
         act = {n: float(_unit(mean_vec) @ _unit(role_centred[j])) for j, n in enumerate(self.names)}
         categories = self.roles.categories
+        mystical = MYSTICAL_CATEGORY in categories.values()
         entry: dict[str, Any] = {
             "coef_frac": coef,
             "n": len(pick),
@@ -229,6 +289,10 @@ class _Evidence:
             "helpful_share_activation": _share(_ranked(act), categories, nearest),
             "helpful_minus_other_activation": _helpful_gap(act, categories),
         }
+        if mystical:
+            entry["mystical_share_activation"] = _share(
+                _ranked(act), categories, nearest, MYSTICAL_CATEGORY
+            )
         if self.similarity is None:
             entry["nearest_by_judge"] = []
             return entry
@@ -237,7 +301,20 @@ class _Evidence:
         entry["judge_similarity"] = {n: round(judge[n], 4) for n in _ranked(judge)[:nearest]}
         entry["helpful_share_judge"] = _share(_ranked(judge), categories, nearest)
         entry["helpful_minus_other_judge"] = _helpful_gap(judge, categories)
+        if mystical:
+            entry["mystical_share_judge"] = _share(
+                _ranked(judge), categories, nearest, MYSTICAL_CATEGORY
+            )
         return entry
+
+    def by_coefficient(self, settings: SteeringSettings) -> list[dict[str, Any]]:
+        """``coefficient`` for each coefficient that kept a completion, in order."""
+        entries = []
+        for coef in settings.coefs:
+            pick = [i for i, c in enumerate(self.kept) if c.coef_frac == coef]
+            if pick:
+                entries.append(self.coefficient(coef, pick, settings.nearest))
+        return entries
 
     def completions(self) -> list[dict[str, Any]]:
         """Each completion with its re-read projection and nearest role."""
@@ -261,13 +338,181 @@ class _Evidence:
         return rows
 
 
-def _judge_similarity(
-    kept: list[Completion], names: list[str], roles: RoleReference
-) -> torch.Tensor:
+def _role_embeddings(names: list[str], roles: RoleReference) -> torch.Tensor:
     from personaspace.judge.embeddings import embed
 
-    texts = [roles.texts.get(n, n.replace("_", " ")) for n in names]
-    return embed([c.text for c in kept]) @ embed(texts).T
+    return embed([roles.texts.get(n, n.replace("_", " ")) for n in names])
+
+
+def _judge_similarity(kept: list[Completion], role_embeddings: torch.Tensor) -> torch.Tensor:
+    from personaspace.judge.embeddings import embed
+
+    return embed([c.text for c in kept]) @ role_embeddings.T
+
+
+def _key(c: Completion) -> tuple[tuple[int, ...], tuple[int, ...], str]:
+    """What a completion's evidence depends on: the tokens re-read and the text embedded."""
+    return (tuple(c.prompt_ids), tuple(c.token_ids), c.text)
+
+
+def _rows_reusing(
+    kept: list[Completion],
+    earlier: _Evidence | None,
+    of: Callable[[_Evidence], torch.Tensor | None],
+    compute: Callable[[list[Completion]], torch.Tensor],
+) -> torch.Tensor:
+    """One row per completion of ``kept``: ``earlier``'s row (``of(earlier)``) for the
+    completions it already judged, ``compute`` (in one call) for the others."""
+    known = {} if earlier is None else {_key(c): i for i, c in enumerate(earlier.kept)}
+    old = None if earlier is None else of(earlier)
+    fresh = [c for c in kept if _key(c) not in known]
+    new = iter(compute(fresh)) if fresh else iter(())
+    return torch.stack(
+        [old[known[_key(c)]] if old is not None and _key(c) in known else next(new) for c in kept]
+    )
+
+
+def _judged(
+    lm: LoadedModel,
+    rows: list[Completion],
+    unit: torch.Tensor,
+    layer: int,
+    roles: RoleReference,
+    role_embeddings: torch.Tensor | None,
+    earlier: _Evidence | None = None,
+) -> _Evidence:
+    """The evidence on ``rows``' non-empty completions (re-read, and the judge's similarity
+    when ``role_embeddings`` are given), reusing ``earlier``'s for completions it shares."""
+    kept = [c for c in rows if c.token_ids]
+    names = sorted(roles.vectors)
+    reread = _rows_reusing(kept, earlier, lambda e: e.reread, lambda f: _reread(lm, f, layer))
+    similarity = (
+        None
+        if role_embeddings is None
+        else _rows_reusing(
+            kept, earlier, lambda e: e.similarity, lambda f: _judge_similarity(f, role_embeddings)
+        )
+    )
+    return _Evidence(kept, reread, unit, names, roles, similarity)
+
+
+class DirectionJSON(TypedDict):
+    """One random direction of the null: its cosine with the axis, and its figures
+    (``NULL_FIGURES`` that the axis has) at each coefficient."""
+
+    direction: int
+    cos_with_axis: float
+    by_coefficient: list[dict[str, float]]
+
+
+class RandomNullJSON(TypedDict):
+    """``random_null`` in ``steer_base.json``."""
+
+    n_directions: int
+    seed: int
+    alpha: float
+    method: str
+    figures: list[str]
+    mystical_category: str | None
+    notes: list[str]
+    by_direction: list[DirectionJSON]
+    verdicts: list[str]
+
+
+NULL_METHOD = (
+    "the same prompts, seeds and coefficients, steering along seeded random unit directions "
+    "of the same hidden size (the same norm: coef_frac x norm), judged the same way; the "
+    "re-read projection is on the unit axis. p = (1 + random directions at least as far "
+    "toward the Assistant end / helpful professionals, or away from them for a negative "
+    "coefficient) / (1 + n_directions); two-sided at coefficient 0"
+)
+
+
+def null_tail(coef: float, sense: int) -> Tail:
+    """The tail a figure is tested in: toward the Assistant end (``sense`` +1: larger;
+    -1: smaller) for a positive coefficient, away from it for a negative one, either way
+    at 0 (which steers nothing).
+
+    Example:
+        >>> null_tail(0.4, 1), null_tail(-0.4, 1), null_tail(0.4, -1), null_tail(0.0, 1)
+        ('greater', 'less', 'less', 'two-sided')
+    """
+    if coef == 0:
+        return "two-sided"
+    return "greater" if coef * sense > 0 else "less"
+
+
+def _figures(entry: dict[str, Any]) -> dict[str, float]:
+    return {k: float(entry[k]) for k in NULL_FIGURES if entry.get(k) is not None}
+
+
+def _random_null(
+    lm: LoadedModel,
+    axis_evidence: _Evidence,
+    rows: list[Completion],
+    layer: int,
+    norm: float,
+    settings: SteeringSettings,
+    by_coefficient: list[dict[str, Any]],
+    role_embeddings: torch.Tensor | None,
+    progress: Callable[[int, int], object] | None,
+) -> RandomNullJSON:
+    """Steer along ``settings.random_directions`` random unit directions; add each axis
+    figure's ``null`` to its entry of ``by_coefficient`` and return ``random_null``."""
+    unit = axis_evidence.unit
+    k = settings.random_directions
+    directions = random_units(k, int(unit.numel()), settings.null_seed).to(unit.dtype)
+    zero = [c for c in rows if c.coef_frac == 0]
+    directions_json: list[DirectionJSON] = []
+    for r, direction in enumerate(directions):
+        steered = _complete(lm, direction, layer, norm, settings, zero=zero)
+        evidence = _judged(
+            lm, steered, unit, layer, axis_evidence.roles, role_embeddings, axis_evidence
+        )
+        directions_json.append(
+            {
+                "direction": r,
+                "cos_with_axis": round(float(direction @ unit), 5),
+                "by_coefficient": [
+                    {"coef_frac": e["coef_frac"], **_figures(e)}
+                    for e in evidence.by_coefficient(settings)
+                ],
+            }
+        )
+        if progress is not None:
+            progress(r + 1, k)
+    verdicts = []
+    for entry in by_coefficient:
+        coef, figures = entry["coef_frac"], _figures(entry)
+        entry["null"] = {}
+        for name, observed in figures.items():
+            values = [
+                row[name]
+                for d in directions_json
+                for row in d["by_coefficient"]
+                if row["coef_frac"] == coef and name in row
+            ]
+            if values:
+                null = figure_null(observed, values, tail=null_tail(coef, NULL_FIGURES[name]))
+                entry["null"][name] = null.to_json()
+                verdicts.append(f"coef {coef:+g}, {name}: {null.verdict}")
+    categories = set(axis_evidence.roles.categories.values())
+    return {
+        "n_directions": k,
+        "seed": settings.null_seed,
+        "alpha": NULL_ALPHA,
+        "method": NULL_METHOD,
+        "figures": [n for n in NULL_FIGURES if any(n in e["null"] for e in by_coefficient)],
+        "mystical_category": MYSTICAL_CATEGORY if MYSTICAL_CATEGORY in categories else None,
+        "notes": []
+        if MYSTICAL_CATEGORY in categories
+        else [
+            f"the roles compared have no {MYSTICAL_CATEGORY} category (the bundled catalogue "
+            "has none), so no mystical share is reported"
+        ],
+        "by_direction": directions_json,
+        "verdicts": verdicts,
+    }
 
 
 def steer_base_model(
@@ -279,11 +524,15 @@ def steer_base_model(
     settings: SteeringSettings | None = None,
     *,
     judge_evidence: bool = True,
+    progress: Callable[[int, int], object] | None = None,
 ) -> dict[str, Any]:
     """Run the steering study (see the module docstring); JSON-ready result.
 
     ``axis`` must fit ``lm`` (same hidden size); ``norm`` is the steering unit at ``layer``
-    (``residual_norm``); ``roles`` are the base run's role vectors at ``layer``.
+    (``residual_norm``); ``roles`` are the reference run's role vectors at ``layer`` (the
+    steered model's own run: a base or a chat model). With ``settings.random_directions``
+    > 0 each coefficient's entry gains ``null`` and the result ``random_null``;
+    ``progress(done, total)`` is called after each random direction.
 
     Example:
         >>> result = steer_base_model(lm, axis, 9, norm, roles)  # doctest: +SKIP
@@ -297,17 +546,12 @@ def steer_base_model(
             fix="pass a finished axis run of the base model",
         )
     unit = axis.unit(layer).float()
-    rows = _complete(lm, unit, layer, norm, settings)
-    kept = [c for c in rows if c.token_ids]
     names = sorted(roles.vectors)
-    similarity = _judge_similarity(kept, names, roles) if judge_evidence and roles.texts else None
-    evidence = _Evidence(kept, _reread(lm, kept, layer), unit, names, roles, similarity)
-    by_coefficient = []
-    for coef in settings.coefs:
-        pick = [i for i, c in enumerate(kept) if c.coef_frac == coef]
-        if pick:
-            by_coefficient.append(evidence.coefficient(coef, pick, settings.nearest))
-    return {
+    embeddings = _role_embeddings(names, roles) if judge_evidence and roles.texts else None
+    rows = _complete(lm, unit, layer, norm, settings)
+    evidence = _judged(lm, rows, unit, layer, roles, embeddings)
+    by_coefficient = evidence.by_coefficient(settings)
+    result: dict[str, Any] = {
         "model_id": lm.model_id,
         "axis_model_id": axis.model_id,
         "axis_source": axis.source,
@@ -316,14 +560,19 @@ def steer_base_model(
         "norm_unit": NORM_UNIT,
         "settings": settings.to_json(),
         "roles_compared": len(names),
-        "empty_completions": len(rows) - len(kept),
+        "empty_completions": len(rows) - len(evidence.kept),
         "judge_evidence": "local judge embedding similarity (all-MiniLM-L6-v2) to each role's "
         "description and in-role note"
-        if similarity is not None
+        if embeddings is not None
         else "not computed",
         "by_coefficient": by_coefficient,
-        "completions": evidence.completions(),
     }
+    if settings.random_directions:
+        result["random_null"] = _random_null(
+            lm, evidence, rows, layer, norm, settings, by_coefficient, embeddings, progress
+        )
+    result["completions"] = evidence.completions()
+    return result
 
 
 def role_reference(

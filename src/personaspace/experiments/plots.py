@@ -152,3 +152,67 @@ def plot_tradeoff(
         )
 
     return save_png(path, draw, (10.0, 5.2))
+
+
+STEERING_PANELS = {
+    "reread_on_axis_mean": "re-read completion . unit axis",
+    "helpful_share_activation": "helpful professionals among the nearest roles (activation)",
+    "helpful_share_judge": "helpful professionals among the nearest roles (judge)",
+}
+
+
+def plot_base_steering(result: dict[str, Any], path: str | Path) -> Path:
+    """The steering study (``steer_base_model``'s result) against the coefficient: the
+    re-read projection on the axis and the helpful-professional shares, the axis in blue
+    and, with the null, the random directions' mean (dashed) and 95 % range (band);
+    coefficients the null separates are ringed in red.
+
+    Example:
+        >>> rows = [{"coef_frac": c, "reread_on_axis_mean": c, "helpful_share_activation": 0.2}
+        ...         for c in (0.0, 0.4)]
+        >>> import tempfile, pathlib
+        >>> p = plot_base_steering({"model_id": "m", "axis_model_id": "m", "layer": 1,
+        ...     "by_coefficient": rows}, pathlib.Path(tempfile.mkdtemp()) / "s.png")
+        >>> p.stat().st_size > 0
+        True
+    """
+    rows = result["by_coefficient"]
+    panels = [k for k in STEERING_PANELS if any(r.get(k) is not None for r in rows)]
+
+    def draw(fig: Figure) -> None:
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        for ax, key in zip(axes, panels):
+            shown = [r for r in rows if r.get(key) is not None]
+            coefs = [r["coef_frac"] for r in shown]
+            nulls = [r.get("null", {}).get(key) for r in shown]
+            if all(n is not None for n in nulls) and nulls:
+                ax.plot(coefs, [n["random_mean"] for n in nulls], "--", c="grey", label="random")
+                ax.fill_between(
+                    coefs,
+                    [n["random_low"] for n in nulls],
+                    [n["random_high"] for n in nulls],
+                    color="grey",
+                    alpha=0.2,
+                    label="random, 95 % range",
+                )
+                apart = [(c, r[key]) for c, r, n in zip(coefs, shown, nulls) if n["separable"]]
+                ax.scatter(
+                    [c for c, _ in apart],
+                    [v for _, v in apart],
+                    s=90,
+                    facecolors="none",
+                    edgecolors="red",
+                    label="separable (p <= 0.05)",
+                )
+            ax.plot(coefs, [r[key] for r in shown], marker="o", c="#2b6cb0", label="axis")
+            ax.set_xlabel("steering coefficient (x mean residual norm)")
+            ax.set_title(STEERING_PANELS[key], fontsize=8)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7, loc="best")
+        fig.suptitle(
+            f"Steering {result['model_id']} at layer {result['layer']} "
+            f"with the axis of {result['axis_model_id']}",
+            fontsize=9,
+        )
+
+    return save_png(path, draw, (4.2 * len(panels) + 0.6, 3.8))
