@@ -11,7 +11,7 @@ from typing import Any
 from tqdm import tqdm
 
 from personaspace.cli.common import add_model_options, check_model_options, load_model_as_asked
-from personaspace.errors import PersonaspaceError
+from personaspace.conversation.templates import BUILTIN_TEMPLATES, read_chat_template
 from personaspace.models.bundled import DEFAULT_MODEL
 from personaspace.training.dataset import OVERLONG, read_chat_dataset, tokenize_examples
 from personaspace.training.lora import LoraSettings
@@ -75,7 +75,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also train the end-of-turn token after each reply (teaches a base model to stop)",
     )
     parser.add_argument(
-        "--chat-template", default=None, metavar="FILE", help="a Jinja chat template to train with"
+        "--chat-template",
+        default=None,
+        metavar="FILE|NAME",
+        help="a Jinja chat template to train with, or a built-in one: "
+        + ", ".join(BUILTIN_TEMPLATES),
+    )
+    parser.add_argument(
+        "--save-snapshots",
+        action="store_true",
+        help="also save a loadable model at step 0 and every checkpoint (OUT/snapshots/step-N)",
     )
     parser.add_argument(
         "--prevent",
@@ -131,12 +140,7 @@ def run(args: argparse.Namespace) -> int:
     directions = [parse_prevent(t) for t in args.prevent] + [
         parse_ablate(t) for t in args.ablate_direction
     ]
-    template = None
-    if args.chat_template is not None:
-        path = Path(args.chat_template)
-        if not path.is_file():
-            raise PersonaspaceError(f"no such chat template: {path}", fix="check the path")
-        template = path.read_text()
+    template = None if args.chat_template is None else read_chat_template(args.chat_template)
     examples = read_chat_dataset(args.data)
     folder = TuneFolder(args.out)
     lm = load_model_as_asked(args.model, args)
@@ -191,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
             at_checkpoint=at_checkpoint,
             on_step=on_step,
             save_tokenizer=template is not None,
+            save_snapshots=args.save_snapshots,
         )
     first, last = result.losses[0], result.losses[-1]
     resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""

@@ -53,6 +53,7 @@ METHODS: tuple[str, ...] = ("lora", "full")
 SETTINGS_FILE = "tune.json"
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
+SNAPSHOTS = "snapshots"
 LOSSES_FILE = "losses.jsonl"
 
 
@@ -192,6 +193,14 @@ class TuneFolder:
     def final(self) -> Path:
         return self.path / FINAL
 
+    @property
+    def snapshots(self) -> Path:
+        return self.path / SNAPSHOTS
+
+    def snapshot(self, step: int) -> Path:
+        """The loadable model saved at ``step`` (``save_snapshots``): ``snapshots/step-N``."""
+        return self.snapshots / f"step-{step:06d}"
+
     def file(self, name: str) -> Path:
         return self.path / name
 
@@ -295,16 +304,18 @@ def train_step(
     return total_loss, sum(b.n_tokens for b in batches)
 
 
-def _save_final(
-    folder: TuneFolder,
+def _save_model(
+    target: Path,
     lm: LoadedModel,
     config: TuneConfig,
     targets: tuple[str, ...],
     base: str,
     save_tokenizer: bool,
 ) -> None:
-    tmp = folder.path / ".final.tmp"
+    # written beside the target and renamed into place: a reader never sees half of it
+    tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     extra = {"tune": config.to_json(), "base": base}
     if config.method == "lora":
         lora = lora_config(config.lora, targets, transposed(lm.model, targets))
@@ -315,7 +326,8 @@ def _save_final(
         lm.model.save_pretrained(tmp)  # type: ignore[operator]
         lm.tokenizer.save_pretrained(tmp)
         write_json(tmp / "personaspace_tune.json", extra)
-    tmp.rename(folder.final)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
 
 
 def tune(
@@ -330,6 +342,7 @@ def tune(
     at_checkpoint: Callable[[int, LoadedModel], None] | None = None,
     on_step: Callable[[StepReport], None] | None = None,
     save_tokenizer: bool = False,
+    save_snapshots: bool = False,
 ) -> TuneResult:
     """Train ``lm`` on ``data`` into the run folder ``out``; resume it if it holds this run.
 
@@ -346,6 +359,9 @@ def tune(
             global RNG is restored after it, so it cannot change the training.
         on_step: called after each optimizer step.
         save_tokenizer: write the tokenizer beside a LoRA adapter (a changed chat template).
+        save_snapshots: also save the model as it is at step 0 and at every checkpoint, in
+            the layout of ``final/`` (``snapshots/step-N``, never pruned): loadable models of
+            the run's progress, e.g. the rungs of a training ladder.
 
     Example:
         >>> data = tokenize_examples(lm, read_chat_dataset("data.jsonl"))  # doctest: +SKIP
@@ -379,6 +395,8 @@ def tune(
     resumed_from, before = state.step, state.seconds
 
     def checkpoint_hook(step: int) -> None:
+        if save_snapshots and not folder.snapshot(step).is_dir():
+            _save_model(folder.snapshot(step), lm, config, targets, base, save_tokenizer)
         if at_checkpoint is not None:
             with torch.random.fork_rng(devices=_cuda_devices()):
                 at_checkpoint(step, lm)
@@ -386,6 +404,9 @@ def tune(
 
     if state.step == 0:
         checkpoint_hook(0)
+    elif save_snapshots and not folder.snapshot(state.step).is_dir():
+        # killed between a checkpoint and its snapshot: the weights just loaded are that step's
+        _save_model(folder.snapshot(state.step), lm, config, targets, base, save_tokenizer)
     started, done_tokens = time.perf_counter(), 0
     while state.step < total:
         loss, tokens = train_step(lm, data, config, optimizer, state.step, total, steering)
@@ -404,7 +425,7 @@ def tune(
             rate = done_tokens / elapsed if elapsed > 0 else 0.0
             left = (total - state.step) * elapsed / max(state.step - resumed_from, 1)
             on_step(StepReport(state.step, total, loss, tokens, rate, left))
-    _save_final(folder, lm, config, targets, base, save_tokenizer)
+    _save_model(folder.final, lm, config, targets, base, save_tokenizer)
     return TuneResult(
         folder.path,
         folder.final,
