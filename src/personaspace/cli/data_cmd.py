@@ -4,7 +4,9 @@
 trait's extraction questions under the level's instruction, judges the replies and keeps
 those that fit the level, without the system prompt (``training.trait_data``).
 ``data chat TRANSCRIPTS... --out FILE.jsonl`` turns transcripts (ours, OpenAI-style
-message lists, the reference release's) into a dataset. Both write ``FILE.card.json``
+message lists, the reference release's) into a dataset. ``data magpie --out FILE.jsonl``
+has a chat model write user requests from its own user-turn header and answer them
+(``training.magpie``), the catalogue's questions held out. All write ``FILE.card.json``
 beside the dataset.
 
 Output: ``--out`` must end in ``.jsonl``. An existing output (dataset or card) is left alone
@@ -36,6 +38,7 @@ from personaspace.judge.base import Judge
 from personaspace.models import DEFAULT_MODEL
 from personaspace.monitor.transcripts import Transcript, read_transcripts
 from personaspace.training.dataset import read_chat_dataset
+from personaspace.training.magpie import MagpieSettings, make_magpie_dataset
 from personaspace.training.trait_data import (
     CARD_KINDS,
     DEFAULT_MIN_COHERENCE,
@@ -52,7 +55,12 @@ from personaspace.training.trait_data import (
     write_dataset,
 )
 
+MAGPIE = MagpieSettings()
 PARAM_FLAGS = {
+    "requests": "--requests",
+    "request_tokens": "--request-tokens",
+    "answer_tokens": "--answer-tokens",
+    "near_duplicate": "--near-duplicate",
     "samples_per_question": "--samples-per-question",
     "max_new_tokens": "--max-new-tokens",
     "temperature": "--temperature",
@@ -122,6 +130,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     chat.add_argument("--force", action="store_true", help="replace an existing dataset")
     chat.set_defaults(run=run_chat)
+    magpie = commands.add_parser(
+        "magpie",
+        help="an instruction dataset the model writes itself (requests and answers)",
+        description="Sample user requests from the model's own user-turn header (MAGPIE-style), "
+        "keep the finished, coherent, distinct ones that are not near a held-out question, "
+        "answer each under the default prompt, keep the finished coherent answers. Writes "
+        "FILE.card.json beside the dataset.",
+    )
+    magpie.add_argument("--out", required=True, metavar="FILE.jsonl")
+    magpie.add_argument("--model", default=DEFAULT_MODEL, help="a chat model (its template)")
+    magpie.add_argument("--requests", type=int, default=MAGPIE.requests, help="requests sampled")
+    magpie.add_argument("--request-tokens", type=int, default=MAGPIE.request_tokens)
+    magpie.add_argument("--answer-tokens", type=int, default=MAGPIE.answer_tokens)
+    magpie.add_argument("--request-temperature", type=float, default=MAGPIE.request_temperature)
+    magpie.add_argument("--answer-temperature", type=float, default=MAGPIE.answer_temperature)
+    magpie.add_argument(
+        "--near-duplicate",
+        type=float,
+        default=MAGPIE.near_duplicate,
+        help="embedding cosine at which a request repeats another or a held-out question",
+    )
+    magpie.add_argument(
+        "--hold-out",
+        choices=("catalogue", "none"),
+        default="catalogue",
+        help="leave out requests near the catalogue's questions and capability items "
+        "(what the axis pipeline and the evaluations ask); default: catalogue",
+    )
+    magpie.add_argument(
+        "--drop-unfinished",
+        action="store_true",
+        help="drop answers cut at --answer-tokens (default: trim them to their last sentence)",
+    )
+    magpie.add_argument("--seed", type=int, default=0)
+    magpie.add_argument("--catalogue", metavar="DIR", default=None, help="your catalogue folder")
+    magpie.add_argument("--force", action="store_true", help="replace an existing dataset")
+    add_model_options(magpie)
+    magpie.set_defaults(run=run_magpie)
     # main() maps library parameters to options through the `data` parser's defaults
     parser.set_defaults(run=lambda _args: _help(parser), param_flags=PARAM_FLAGS)
 
@@ -295,6 +341,70 @@ def run_chat(args: argparse.Namespace) -> int:
             ("assistant turns", card["assistant_turns"]),
             ("system prompts dropped", card["system_prompts_dropped"]),
             ("trailing user turns cut", card["trailing_user_turns_dropped"]),
+        ]
+    )
+    print(f"\nwrote {dataset} and {card_file}")
+    return 0
+
+
+def held_out_questions(catalogue: Catalogue) -> list[str]:
+    """Every question of the catalogue and every capability item's question."""
+    return [q.text for q in catalogue.questions.values()] + [
+        item.question for item in catalogue.capability.values()
+    ]
+
+
+def run_magpie(args: argparse.Namespace) -> int:
+    out = check_out(args.out, force=args.force)
+    check_model_options(args)
+    settings = MagpieSettings(
+        requests=args.requests,
+        request_tokens=args.request_tokens,
+        answer_tokens=args.answer_tokens,
+        request_temperature=args.request_temperature,
+        answer_temperature=args.answer_temperature,
+        near_duplicate=args.near_duplicate,
+        trim_unfinished=not args.drop_unfinished,
+        seed=args.seed,
+    )
+    settings.check()
+    held = held_out_questions(load_catalogue(args.catalogue)) if args.hold_out != "none" else []
+    lm = load_model_as_asked(args.model, args)
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            bars[stage] = tqdm(total=total, desc=f"magpie {stage}", unit="reply", disable=None)
+        bars[stage].update(done - bars[stage].n)
+
+    try:
+        data = make_magpie_dataset(
+            lm, settings, held_out=held, batch_size=args.batch_size, on_progress=progress
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
+    card = data.card
+    if not data.examples:
+        raise PersonaspaceError(
+            f"none of the {card['requests_sampled']} requests made an example (requests "
+            f"dropped: {card['requests_dropped']}; answers dropped: {card['answers_dropped']})",
+            fix="sample more --requests or raise --answer-tokens; nothing was written",
+        )
+    dataset, card_file = write_dataset(out, data.examples, card)
+
+    def dropped(counts: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "none"
+
+    print_rows(
+        [
+            ("model", card["model_id"]),
+            ("requests kept / sampled", f"{card['requests_kept']} / {card['requests_sampled']}"),
+            ("requests dropped", dropped(card["requests_dropped"])),
+            ("answers dropped", dropped(card["answers_dropped"])),
+            ("answers trimmed to a sentence", card["answers_trimmed_to_sentence"]),
+            ("examples", card["kept"]),
+            ("answer words (median)", card["answer_words"]["median"]),
         ]
     )
     print(f"\nwrote {dataset} and {card_file}")

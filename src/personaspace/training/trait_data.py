@@ -150,7 +150,7 @@ class ChatDataCard(TypedDict):
     licence: str
 
 
-CARD_KINDS: tuple[str, ...] = ("trait_dataset", "chat_dataset")
+CARD_KINDS: tuple[str, ...] = ("trait_dataset", "chat_dataset", "magpie_dataset")
 
 
 @dataclass(frozen=True)
