@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from conftest import char_tokenizer, tiny_config
+from conftest import CHATML, char_tokenizer, tiny_config
 from transformers import AutoModelForCausalLM
 
 ROLE_SPECS = [
@@ -18,7 +19,9 @@ ROLE_SPECS = [
 ]
 
 
-def make_tiny_model(folder: Path, hidden: int = 64, layers: int = 3) -> Path:
+def make_tiny_model(folder: Path, hidden: int = 64, layers: int = 3, *, chat: bool = True) -> Path:
+    """A tiny random llama in ``folder``; ``chat=False`` gives it no chat template (a base
+    model, read in the plain transcript format)."""
     config = tiny_config("llama")
     config.hidden_size, config.intermediate_size = hidden, 2 * hidden
     config.num_hidden_layers, config.head_dim = layers, hidden // 4
@@ -26,8 +29,27 @@ def make_tiny_model(folder: Path, hidden: int = 64, layers: int = 3) -> Path:
     model = AutoModelForCausalLM.from_config(config)
     model.generation_config.eos_token_id = 3
     model.save_pretrained(folder)
-    char_tokenizer().save_pretrained(folder)
+    char_tokenizer(None if not chat else CHATML).save_pretrained(folder)
     return folder
+
+
+def tiny_axis_run(model: Path, out: Path, roles: Sequence[str], seed: int = 0) -> Path:
+    """A finished axis run of a tiny model on catalogue ``roles`` (no judge, no traits)."""
+    from personaspace.capture import SamplingConfig
+    from personaspace.pipeline import AxisConfig, run_axis
+
+    config = AxisConfig(
+        model=str(model),
+        preset="tiny",
+        roles=tuple(roles),
+        traits=(),
+        judge="none",
+        min_count=1,
+        sampling=SamplingConfig(max_new_tokens=6, temperature=0.7, top_p=0.9, seed=seed),
+        batch_size=16,
+        role_card=False,  # a character per token: the card would pass 512 positions
+    )
+    return run_axis(config, out).out
 
 
 def make_user_catalogue(folder: Path) -> Path:

@@ -1,0 +1,290 @@
+"""The grown-assistant study (docs/studies/grown-assistant.md), end to end: `make study-grown`.
+
+Does the Assistant Axis exist before instruction tuning? The bundled Gemma-3-270M base
+model is instruction-tuned here into a chat assistant, and the axis is measured at every
+rung of the ladder: a seeded random-init model of its architecture, the base model, and
+the tuned model at several points of training. Each stage is a personaspace command (or
+library call) whose finished output is reused on a rerun, so an interrupted study
+continues where it stopped. Everything lands in --root (default runs/grown/):
+
+  1. magpie.jsonl   requests and answers SmolLM2-135M-Instruct writes itself (data magpie)
+  2. tune/          Gemma-3-270M LoRA-tuned on them in Gemma's turn format, a loadable
+                    snapshot at step 0 and at every checkpoint (tune --save-snapshots)
+  3. axis-<rung>/   an axis run at each rung (the same preset, roles, prompts, questions)
+  4. axis-random/   the random-init rung: teacher forced over the final rung's replies
+  5. evidence/      did it become an assistant? AI identity, capability, chat format
+  6. ladder/        compare --ladder: the axis forming, with its nulls
+  7. steer-*/       steer-base both ways, against norm-matched random directions
+  8. monitor.json   the validation transcripts under the base and the tuned model,
+                    projected on the base axis and on the tuned axis
+  9. study.json, study.md   the headline tables
+
+`--dry` runs the whole machinery on tiny random models in a temporary folder (a test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CHAT_MODEL = "smollm2-135m-instruct"
+BASE_MODEL = "gemma-3-270m"
+FRACTIONS = (0.1, 0.25, 0.5)  # besides step 0 and the end of training
+LORA = ["--lora-rank", "16", "--lora-alpha", "32",
+        "--lora-targets", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"]  # fmt: skip
+
+
+@dataclass
+class Plan:
+    root: Path
+    chat_model: str
+    base_model: str
+    requests: int
+    tune: list[str]
+    axis: list[str]
+    template: str
+    snapshots: int  # checkpoints over the run (snapshot grid)
+    steer: list[str]
+    capability: int
+    monitor_directions: int
+    cut_transcripts: int | None = None  # characters per message (tiny models' short context)
+
+
+def cli(*args: str) -> None:
+    from personaspace.cli.main import main
+
+    started = time.perf_counter()
+    print(f"\n$ personaspace {' '.join(args)}", flush=True)
+    code = main(list(args))
+    print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
+    if code != 0:
+        sys.exit(f"study stopped: `personaspace {' '.join(args)}` exited {code}")
+
+
+def lines(path: Path) -> int:
+    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+
+
+def total_steps(plan: Plan, examples: int) -> int:
+    epochs = int(plan.tune[plan.tune.index("--epochs") + 1]) if "--epochs" in plan.tune else 1
+    batch = (
+        int(plan.tune[plan.tune.index("--batch-size") + 1]) if "--batch-size" in plan.tune else 8
+    )
+    return epochs * math.ceil(examples / batch)
+
+
+def data_and_tune(plan: Plan) -> tuple[Path, int, int]:
+    data = plan.root / "magpie.jsonl"
+    if not data.is_file():
+        cli("data", "magpie", "--model", plan.chat_model, "--out", str(data),
+            "--requests", str(plan.requests))  # fmt: skip
+    total = total_steps(plan, lines(data))
+    every = max(1, round(total / plan.snapshots))
+    tune = plan.root / "tune"
+    cli("tune", str(data), "--model", plan.base_model, "--out", str(tune),
+        "--chat-template", plan.template, "--end-of-turn", "--save-snapshots",
+        "--checkpoint-every", str(every), "--keep-checkpoints", "1", *plan.tune)  # fmt: skip
+    return tune, total, every
+
+
+def rungs(plan: Plan, tune: Path, total: int, every: int) -> list[tuple[str, str, float | None]]:
+    """(label, model spec, progress) of the base and tuned rungs, in training order."""
+    steps = sorted({0, *(every * max(1, round(f * total / every)) for f in FRACTIONS)} - {total})
+    out: list[tuple[str, str, float | None]] = [("base", plan.base_model, None)]
+    for step in steps:
+        if step < total:
+            label = f"step-{step}"
+            out.append((label, str(tune / "snapshots" / f"step-{step:06d}"), step / total))
+    out.append(("final", str(tune / "final"), 1.0))
+    return out
+
+
+def axis_runs(plan: Plan, ladder: list[tuple[str, str, float | None]]) -> None:
+    # the two ends and step 0 first: the comparison needs them; then the middle rungs,
+    # latest first, each refining the picture of when the axis forms
+    order = [ladder[0], ladder[-1], ladder[1], *reversed(ladder[2:-1])]
+    for label, spec, _ in order:
+        out = plan.root / f"axis-{label}"
+        if not (out / "summary.json").is_file():
+            cli("axis", "--model", spec, "--out", str(out), *plan.axis)
+
+
+def random_rung(plan: Plan) -> Path:
+    from personaspace.experiments.grown import random_init_rung
+    from personaspace.models import load_model
+
+    out = plan.root / "axis-random"
+    if not (out / "summary.json").is_file():
+        print("\nrandom-init rung: teacher forcing the final rung's replies", flush=True)
+        random_init_rung(plan.root / "axis-final", out, load_model(plan.base_model))
+    return out
+
+
+def evidence(plan: Plan, ladder: list[tuple[str, str, float | None]]) -> dict[str, Any]:
+    from personaspace.catalogue import load_catalogue
+    from personaspace.experiments.grown import assistant_evidence
+    from personaspace.models import load_model
+
+    folder = plan.root / "evidence"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for label, spec, _ in ladder:
+        path = folder / f"{label}.json"
+        if not path.is_file():
+            print(f"\nevidence: {label}", flush=True)
+            found = assistant_evidence(
+                load_model(spec), load_catalogue(), capability=plan.capability
+            )
+            path.write_text(json.dumps(found, indent=1), encoding="utf-8")
+        out[label] = json.loads(path.read_text(encoding="utf-8"))
+    return out
+
+
+def compare_ladder(plan: Plan, ladder: list[tuple[str, str, float | None]], random: Path) -> dict:
+    out = plan.root / "ladder"
+    if not (out / "ladder.json").is_file():
+        runs = [str(random)] + [str(plan.root / f"axis-{label}") for label, _, _ in ladder]
+        labels = ["random-init"] + [label for label, _, _ in ladder]
+        progress = ["-", "-"] + [f"{p:.4f}" for _, _, p in ladder[1:]]
+        cli("compare", "--ladder", *runs, "--labels", ",".join(labels),
+            f"--progress={','.join(progress)}", "--base", runs[1], "--random-init", runs[0],
+            "--out", str(out))  # fmt: skip
+    return json.loads((out / "ladder.json").read_text(encoding="utf-8"))
+
+
+def steering(plan: Plan, final_model: str) -> dict[str, Any]:
+    base, final = plan.root / "axis-base", plan.root / "axis-final"
+    jobs = {
+        "base_along_tuned_axis": [str(base), "--axis", str(final)],
+        "tuned_along_base_axis": [str(final), "--axis", str(base), "--model", final_model],
+    }
+    out = {}
+    for name, args in jobs.items():
+        folder = plan.root / f"steer-{name.replace('_', '-')}"
+        if not (folder / "steer_base.json").is_file():
+            cli("steer-base", *args, "--out", str(folder), *plan.steer)
+        out[name] = json.loads((folder / "steer_base.json").read_text(encoding="utf-8"))
+    return out
+
+
+def monitoring(plan: Plan, final_model: str) -> dict[str, Any]:
+    from personaspace.experiments.grown import monitor_across
+    from personaspace.models import load_model
+    from personaspace.monitor.validate import read_validation_set
+
+    path = plan.root / "monitor.json"
+    if not path.is_file():
+        axes = {"base_axis": plan.root / "axis-base", "tuned_axis": plan.root / "axis-final"}
+        transcripts = read_validation_set()
+        if plan.cut_transcripts is not None:
+            transcripts = [shortened(t, plan.cut_transcripts) for t in transcripts]
+        found = {}
+        for label, spec in (("base_model", plan.base_model), ("tuned_model", final_model)):
+            print(f"\nmonitoring: {label}", flush=True)
+            found[label] = monitor_across(
+                load_model(spec), axes, transcripts, directions=plan.monitor_directions
+            )
+        path.write_text(json.dumps(found, indent=1), encoding="utf-8")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def shortened(transcript: Any, chars: int) -> Any:
+    from dataclasses import replace
+
+    from personaspace.conversation.messages import Message
+
+    cut = [Message(m.role, m.content[:chars]) for m in transcript.messages[:6]]
+    return replace(transcript, messages=cut)
+
+
+def study(plan: Plan) -> dict[str, Any]:
+    started = time.perf_counter()
+    plan.root.mkdir(parents=True, exist_ok=True)
+    tune, total, every = data_and_tune(plan)
+    ladder = rungs(plan, tune, total, every)
+    axis_runs(plan, ladder)
+    random = random_rung(plan)
+    result: dict[str, Any] = {
+        "data_card": json.loads((plan.root / "magpie.card.json").read_text(encoding="utf-8")),
+        "tune": {
+            "total_steps": total,
+            "checkpoint_every": every,
+            "losses": str(tune / "losses.jsonl"),
+        },
+        "rungs": [{"label": lb, "model": spec, "progress": p} for lb, spec, p in ladder],
+        "ladder": compare_ladder(plan, ladder, random),
+        "evidence": evidence(plan, ladder),
+        "steering": steering(plan, ladder[-1][1]),
+        "monitoring": monitoring(plan, ladder[-1][1]),
+    }
+    result["seconds_this_session"] = round(time.perf_counter() - started, 1)
+    (plan.root / "study.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    return result
+
+
+def dry_plan(root: Path) -> Plan:
+    """Tiny random models (a chat one to write the data, a base one to tune) and eight
+    roles of the tiny preset: the study's machinery in about a minute."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from pipeline_fixtures import make_tiny_model
+
+    chat = make_tiny_model(root / "tiny-chat")
+    base = make_tiny_model(root / "tiny-base", chat=False)  # a base model: no chat template
+    roles = "therapist,consultant,reviewer,evaluator,coach,ghost,leviathan,bard"
+    return Plan(
+        root=root / "grown",
+        chat_model=str(chat),
+        base_model=str(base),
+        requests=24,
+        tune=["--max-steps", "4", "--batch-size", "4", "--overlong", "drop", "--max-tokens", "400"],
+        axis=["--preset", "tiny", "--roles", roles, "--traits", "", "--judge", "none",
+              "--min-count", "1", "--max-new-tokens", "6", "--no-role-card", "--null", "none"],
+        template="gemma",
+        snapshots=4,
+        steer=["--random-directions", "2", "--samples", "1", "--steer-tokens", "4",
+               "--coefs=0,0.4", "--no-judge-evidence"],
+        capability=4,
+        monitor_directions=10,
+        cut_transcripts=12,
+    )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default="runs/grown")
+    parser.add_argument("--requests", type=int, default=640, help="requests for data magpie")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--dry", action="store_true", help="tiny random models, a temp folder")
+    args = parser.parse_args()
+    if args.dry:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = study(dry_plan(Path(tmp)))
+            print(f"\ndry run done: {len(result['rungs'])} rungs", flush=True)
+        return
+    plan = Plan(
+        root=Path(args.root),
+        chat_model=CHAT_MODEL,
+        base_model=BASE_MODEL,
+        requests=args.requests,
+        tune=[*LORA, "--lr", "3e-4", "--warmup-steps", "5", "--epochs", str(args.epochs),
+              "--batch-size", "8", "--dtype", "bfloat16", "--max-tokens", "512",
+              "--overlong", "drop"],
+        axis=["--score-threshold", "2"],
+        template="gemma",
+        snapshots=20,
+        steer=["--coefs=-0.4,0,0.4,0.8"],
+        capability=40,
+        monitor_directions=200,
+    )  # fmt: skip
+    study(plan)
+
+
+if __name__ == "__main__":
+    main()
