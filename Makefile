@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test install dev lint bench study study-finetune clean
+.PHONY: demo test install dev lint bench study study-finetune study-grown clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ study: $(STAMP)
 # and preventative steering (about 75 min on an idle 2-core machine); reruns reuse finished stages.
 study-finetune: $(STAMP)
 	$(PY) scripts/study_finetuning_shift.py
+
+# The grown-assistant study (docs/studies/grown-assistant.md): Gemma-3-270M base tuned into a
+# chat assistant on data SmolLM2 writes, an axis run at every rung; reruns reuse finished stages.
+study-grown: $(STAMP)
+	$(PY) scripts/study_grown_assistant.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -204,6 +204,86 @@ def shortened(transcript: Any, chars: int) -> Any:
     return replace(transcript, messages=cut)
 
 
+def _pct(found: dict[str, Any]) -> str:
+    if found.get("share") is None:
+        return "-"
+    return f"{100 * found['share']:.0f} % [{100 * found['low']:.0f}, {100 * found['high']:.0f}]"
+
+
+def _null_cell(entry: dict[str, Any], figure: str) -> str:
+    null = entry.get("null", {}).get(figure)
+    if null is None or entry.get(figure) is None:
+        return "-"
+    return (
+        f"{entry[figure]:.3g} (random {null['random_mean']:.3g} "
+        f"[{null['random_low']:.3g}, {null['random_high']:.3g}], p = {null['p']:.2g})"
+    )
+
+
+def report(result: dict[str, Any], root: Path) -> str:
+    """study.md: the tables of docs/studies/grown-assistant.md, from study.json."""
+    card = result["data_card"]
+    out = [
+        "# Grown-assistant study: the tables (written by scripts/study_grown_assistant.py)",
+        "",
+        f"Data: {card['kept']} examples from {card['requests_sampled']} sampled requests "
+        f"({card['model_id']}); requests dropped {card['requests_dropped']}; answers dropped "
+        f"{card['answers_dropped']}, trimmed to a sentence {card['answers_trimmed_to_sentence']}"
+        f"; answer words median {card['answer_words']['median']}.",
+        "",
+        "## Did it become an assistant? (under each rung's default prompt)",
+        "",
+        "| rung | progress | chat format | AI identity (self-description) | capability "
+        "(chance) | ended its turn | identity reply tokens |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    progress = {r["label"]: r["progress"] for r in result["rungs"]}
+    for label, found in result["evidence"].items():
+        p = progress.get(label)
+        cap = found["capability"]
+        out.append(
+            f"| {label} | {'-' if p is None else f'{100 * p:.0f} %'} "
+            f"| {'template' if found['chat_format'] else 'transcript'} "
+            f"| {_pct(found['ai_identity'])} | {_pct(cap)} ({100 * cap['chance']:.0f} %) "
+            f"| {_pct(found['ended_turn'])} | {found['mean_identity_tokens']:.0f} |"
+        )
+    out += ["", "## The ladder (compare --ladder)", ""]
+    table = (root / "ladder" / "ladder.md").read_text(encoding="utf-8").strip()
+    out.append(table.removeprefix("# The ladder").strip())
+    out += ["", "## Steering (steer-base), beside norm-matched random directions", ""]
+    for name, found in result["steering"].items():
+        out += [
+            f"### {name.replace('_', ' ')}",
+            "",
+            "| coef | re-read on axis | helpful share (activation) | helpful - other "
+            "(activation) | nearest roles (activation) |",
+            "|---|---|---|---|---|",
+        ]
+        for entry in found["by_coefficient"]:
+            out.append(
+                f"| {entry['coef_frac']:+g} | {_null_cell(entry, 'reread_on_axis_mean')} "
+                f"| {_null_cell(entry, 'helpful_share_activation')} "
+                f"| {_null_cell(entry, 'helpful_minus_other_activation')} "
+                f"| {', '.join(entry['nearest_by_activation'][:3])} |"
+            )
+        out.append("")
+    out += [
+        "## Monitoring: the validation transcripts on each axis",
+        "",
+        "| model | axis | as expected | drifting - stable (effect size) "
+        "| random directions separating as well |",
+        "|---|---|---|---|---|",
+    ]
+    for model, axes in result["monitoring"].items():
+        for axis, found in axes.items():
+            out.append(
+                f"| {model.replace('_', ' ')} | {axis.replace('_', ' ')} "
+                f"| {found['n_passed']} of {found['n']} | {found['separation_effect_size']:+.2f} "
+                f"| {found['null_percentile']:.1f} % |"
+            )
+    return "\n".join(out) + "\n"
+
+
 def study(plan: Plan) -> dict[str, Any]:
     started = time.perf_counter()
     plan.root.mkdir(parents=True, exist_ok=True)
@@ -226,6 +306,7 @@ def study(plan: Plan) -> dict[str, Any]:
     }
     result["seconds_this_session"] = round(time.perf_counter() - started, 1)
     (plan.root / "study.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    (plan.root / "study.md").write_text(report(result, plan.root), encoding="utf-8")
     return result
 
 
@@ -266,7 +347,8 @@ def main() -> None:
     if args.dry:
         with tempfile.TemporaryDirectory() as tmp:
             result = study(dry_plan(Path(tmp)))
-            print(f"\ndry run done: {len(result['rungs'])} rungs", flush=True)
+            tables = (Path(tmp) / "grown" / "study.md").read_text(encoding="utf-8")
+            print(f"\ndry run done: {len(result['rungs'])} rungs, study.md:\n{tables}", flush=True)
         return
     plan = Plan(
         root=Path(args.root),

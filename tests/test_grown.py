@@ -256,3 +256,11 @@ def test_study_script_dry_mode_runs_end_to_end() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "dry run done: 3 rungs" in done.stdout
+    for table in (
+        "## Did it become an assistant?",
+        "## The ladder",
+        "## Steering",
+        "## Monitoring",
+    ):
+        assert table in done.stdout
+    assert "| final | 100 % | template |" in done.stdout
