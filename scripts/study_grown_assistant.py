@@ -72,12 +72,15 @@ def lines(path: Path) -> int:
     return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
 
 
+def option(args: list[str], name: str, default: int) -> int:
+    """The value of ``name`` in a command's arguments (``default`` when absent)."""
+    return int(args[args.index(name) + 1]) if name in args else default
+
+
 def total_steps(plan: Plan, examples: int) -> int:
-    epochs = int(plan.tune[plan.tune.index("--epochs") + 1]) if "--epochs" in plan.tune else 1
-    batch = (
-        int(plan.tune[plan.tune.index("--batch-size") + 1]) if "--batch-size" in plan.tune else 8
-    )
-    return epochs * math.ceil(examples / batch)
+    batch = option(plan.tune, "--batch-size", 8)
+    steps = option(plan.tune, "--epochs", 1) * math.ceil(examples / batch)
+    return min(steps, option(plan.tune, "--max-steps", steps))
 
 
 def data_and_tune(plan: Plan) -> tuple[Path, int, int]:
@@ -110,9 +113,15 @@ def axis_runs(plan: Plan, ladder: list[tuple[str, str, float | None]]) -> None:
     # the two ends and step 0 first: the comparison needs them; then the middle rungs,
     # latest first, each refining the picture of when the axis forms
     order = [ladder[0], ladder[-1], ladder[1], *reversed(ladder[2:-1])]
+    threshold = option(plan.axis, "--score-threshold", 3)
     for label, spec, _ in order:
         out = plan.root / f"axis-{label}"
-        if not (out / "summary.json").is_file():
+        summary = out / "summary.json"
+        done = summary.is_file() and (
+            json.loads(summary.read_text(encoding="utf-8"))["config"].get("score_threshold")
+            == threshold
+        )
+        if not done:  # a new run, or a finished one re-aggregated at this threshold
             cli("axis", "--model", spec, "--out", str(out), *plan.axis)
 
 
@@ -324,7 +333,7 @@ def dry_plan(root: Path) -> Plan:
         chat_model=str(chat),
         base_model=str(base),
         requests=24,
-        tune=["--max-steps", "4", "--batch-size", "4", "--overlong", "drop", "--max-tokens", "400"],
+        tune=["--max-steps", "4", "--batch-size", "1", "--overlong", "drop", "--max-tokens", "400"],
         axis=["--preset", "tiny", "--roles", roles, "--traits", "", "--judge", "none",
               "--min-count", "1", "--max-new-tokens", "6", "--no-role-card", "--null", "none"],
         template="gemma",

@@ -255,7 +255,7 @@ def test_study_script_dry_mode_runs_end_to_end() -> None:
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "dry run done: 3 rungs" in done.stdout
+    assert "dry run done: 5 rungs" in done.stdout
     for table in (
         "## Did it become an assistant?",
         "## The ladder",
