@@ -19,26 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
+
+from study_common import cli
 
 MODEL = "smollm2-135m-instruct"
 TRAITS = ("evil", "sycophantic", "hallucinating")
 LEVELS = ("normal", "mild", "strong")
 PREVENT = (0.1, 0.2, 0.4)
 TUNE = ["--epochs", "3", "--lr", "5e-4", "--checkpoint-every", "25"]
-
-
-def cli(*args: str) -> None:
-    from personaspace.cli.main import main
-
-    started = time.perf_counter()
-    print(f"\n$ personaspace {' '.join(args)}", flush=True)
-    code = main(list(args))
-    print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
-    if code != 0:
-        sys.exit(f"study stopped: `personaspace {' '.join(args)}` exited {code}")
 
 
 def stages(root: Path, samples: int) -> None:

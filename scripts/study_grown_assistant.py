@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from study_common import cli
+
 CHAT_MODEL = "smollm2-135m-instruct"
 BASE_MODEL = "gemma-3-270m"
 FRACTIONS = (0.1, 0.25, 0.5)  # besides step 0 and the end of training
@@ -55,17 +57,6 @@ class Plan:
     capability: int
     monitor_directions: int
     cut_transcripts: int | None = None  # characters per message (tiny models' short context)
-
-
-def cli(*args: str) -> None:
-    from personaspace.cli.main import main
-
-    started = time.perf_counter()
-    print(f"\n$ personaspace {' '.join(args)}", flush=True)
-    code = main(list(args))
-    print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
-    if code != 0:
-        sys.exit(f"study stopped: `personaspace {' '.join(args)}` exited {code}")
 
 
 def lines(path: Path) -> int:
