@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from compare_fixtures import N_ROLES, NAMES, make_run, synthetic, write_run
-from pipeline_fixtures import make_tiny_model
+from pipeline_fixtures import make_tiny_model, tiny_axis_run
 
 from personaspace.analysis.compare import (
     MIN_SHARED_ROLES,
@@ -29,7 +29,6 @@ from personaspace.experiments.base_steering import (
     steer_base_model,
 )
 from personaspace.models import load_model
-from personaspace.pipeline import AxisConfig, run_axis
 from personaspace.pipeline.work import build_work
 from personaspace.report.compare_report import _layers
 from personaspace.runfolder import RunFolder, load_axis
@@ -316,20 +315,7 @@ def tiny_runs(tmp_path_factory):  # type: ignore[no-untyped-def]
     model = make_tiny_model(root / "model", hidden=64)
     catalogue = load_catalogue()
     roles = [r.name for r in select(catalogue, "quick").roles[:9]]
-    runs = []
-    for seed in (0, 1):
-        config = AxisConfig(
-            model=str(model),
-            preset="tiny",
-            roles=tuple(roles),
-            traits=(),
-            judge="none",
-            min_count=1,
-            sampling=SamplingConfig(max_new_tokens=6, temperature=0.7, top_p=0.9, seed=seed),
-            batch_size=16,
-            role_card=False,  # a character per token: the card would pass 512 positions
-        )
-        runs.append(run_axis(config, root / f"run{seed}").out)
+    runs = [tiny_axis_run(model, root / f"run{seed}", roles, seed) for seed in (0, 1)]
     return model, runs
 
 
