@@ -36,6 +36,8 @@ from typing import Any
 
 from study_common import cli
 
+from personaspace.fileformat import atomic_write, write_json
+
 CHAT_MODEL = "smollm2-135m-instruct"
 BASE_MODEL = "gemma-3-270m"
 FRACTIONS = (0.1, 0.25, 0.5)  # besides step 0 and the end of training
@@ -142,7 +144,7 @@ def evidence(plan: Plan, ladder: list[tuple[str, str, float | None]]) -> dict[st
             found = assistant_evidence(
                 load_model(spec), load_catalogue(), capability=plan.capability
             )
-            path.write_text(json.dumps(found, indent=1), encoding="utf-8")
+            write_json(path, found)
         out[label] = json.loads(path.read_text(encoding="utf-8"))
     return out
 
@@ -191,7 +193,7 @@ def monitoring(plan: Plan, final_model: str) -> dict[str, Any]:
             found[label] = monitor_across(
                 load_model(spec), axes, transcripts, directions=plan.monitor_directions
             )
-        path.write_text(json.dumps(found, indent=1), encoding="utf-8")
+        write_json(path, found)
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -305,8 +307,9 @@ def study(plan: Plan) -> dict[str, Any]:
         "monitoring": monitoring(plan, ladder[-1][1]),
     }
     result["seconds_this_session"] = round(time.perf_counter() - started, 1)
-    (plan.root / "study.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
-    (plan.root / "study.md").write_text(report(result, plan.root), encoding="utf-8")
+    write_json(plan.root / "study.json", result)
+    with atomic_write(plan.root / "study.md") as handle:
+        handle.write(report(result, plan.root))
     return result
 
 
