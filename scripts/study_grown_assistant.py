@@ -344,7 +344,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="runs/grown")
     parser.add_argument("--requests", type=int, default=640, help="requests for data magpie")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--dry", action="store_true", help="tiny random models, a temp folder")
     args = parser.parse_args()
     if args.dry:
@@ -358,7 +358,7 @@ def main() -> None:
         chat_model=CHAT_MODEL,
         base_model=BASE_MODEL,
         requests=args.requests,
-        tune=[*LORA, "--lr", "3e-4", "--warmup-steps", "5", "--epochs", str(args.epochs),
+        tune=[*LORA, "--lr", "5e-4", "--warmup-steps", "5", "--epochs", str(args.epochs),
               "--batch-size", "8", "--dtype", "bfloat16", "--max-tokens", "512",
               "--overlong", "drop"],
         axis=["--score-threshold", "2"],
