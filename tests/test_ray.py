@@ -1,5 +1,6 @@
 """The axis pipeline on Ray workers: byte-identical to one process, a killed worker's shards
-retried elsewhere, a killed driver resumed, and one-line errors for bad input.
+retried elsewhere, a killed driver resumed, and one-line errors for bad input; drift and
+cap-eval on Ray workers (one condition or setting each): byte-identical to one process.
 
 One local Ray instance (2 CPUs, so 2 workers of 1 thread) serves the whole module. Without
 the extra (`pip install -e '.[ray]'`) these tests skip, except under CI=true, where they
@@ -16,6 +17,8 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,7 @@ from pipeline_fixtures import make_tiny_model, make_user_catalogue
 
 from personaspace.cli.main import main
 from personaspace.errors import PersonaspaceError
+from personaspace.experiments import load_run_capping
 from personaspace.pipeline import AxisConfig, run_axis
 from personaspace.pipeline.distributed import RayOptions
 from personaspace.runfolder import RunFolder
@@ -124,17 +128,40 @@ def test_two_workers_write_what_one_process_writes(cluster, setup, reference, tm
     assert {"workers_s", "generate_s", "judge_s"} <= set(run.summary["timings"])
 
 
-def _worker_mid_group() -> int | None:
-    """The pid of a Ray worker process computing a group (Ray titles it by the method)."""
+def _worker_computing(method: bytes = b"ShardWorker.run_group") -> int | None:
+    """The pid of a Ray worker process computing an item (Ray titles it by the method)."""
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 title = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if title.startswith(b"ray::ShardWorker.run_group"):
+            if title.startswith(b"ray::" + method):
                 return int(entry.name)
     return None
+
+
+@contextmanager
+def killing_one_worker(method: bytes = b"ShardWorker.run_group") -> Iterator[list[int]]:
+    """Within the block, the first worker seen computing an item is killed (its pid kept)."""
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def killer() -> None:
+        while not stop.is_set() and not killed:
+            pid = _worker_computing(method)
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        yield killed
+    finally:
+        stop.set()
+        thread.join()
 
 
 def test_a_worker_killed_mid_shard_is_retried_elsewhere_with_nothing_duplicated(  # type: ignore[no-untyped-def]
@@ -148,27 +175,11 @@ def test_a_worker_killed_mid_shard_is_retried_elsewhere_with_nothing_duplicated(
         return real(folder, shard, *args, **kwargs)
 
     monkeypatch.setattr(RunFolder, "save_shard", counting)
-    killed: list[int] = []
-    stop = threading.Event()
-
-    def killer() -> None:
-        while not stop.is_set() and not killed:
-            pid = _worker_mid_group()
-            if pid is not None:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            time.sleep(0.005)
-
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
     events: list[str] = []
-    try:
+    with killing_one_worker() as killed:
         run_axis(
             _config(setup), tmp_path / "run", ray=RayOptions(workers=2), on_event=events.append
         )
-    finally:
-        stop.set()
-        thread.join()
     assert killed, "no worker was seen computing a group"
     assert any("died during shards" in e for e in events), events
     assert_same_run(tmp_path / "run", reference)
@@ -254,10 +265,125 @@ def test_more_gpus_than_the_cluster_has_is_refused() -> None:
         plan_workers(RayOptions(workers=9), "auto", cluster_gpus=8, cluster_cpus=64)
 
 
-def test_ray_not_installed_is_one_line_exit_2(setup, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("command", ["axis", "drift", "cap-eval"])
+def test_ray_not_installed_is_one_line_exit_2(
+    setup, tmp_path, capsys, monkeypatch, command
+) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     out = tmp_path / "run"
-    assert main(_cli(setup, out, "--ray")[3:]) == 2
+    if command == "axis":
+        args = _cli(setup, out, "--ray")[3:]
+    else:  # refused before the axis is read
+        args = _experiment(command, setup, tmp_path / "no-axis", out, "--ray")
+    assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "Ray is not installed: install the extra: pip install 'personaspace[ray]'" in err
     assert len(err.splitlines()) == 1 and not out.exists()
+
+
+# drift and cap-eval ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scenarios(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    """A catalogue of two short scenarios (the built-in ones outgrow the tiny model's 512
+    positions), named to come first in their domains."""
+    folder = tmp_path_factory.mktemp("scenarios")
+    (folder / "scenarios").mkdir()
+    scripts = [
+        {
+            "id": f"{domain}-000",
+            "domain": domain,
+            "title": domain,
+            "user_turns": [f"{domain} {i}?" for i in range(8)],
+        }
+        for domain in ("coding", "therapy")
+    ]
+    (folder / "scenarios" / "s.json").write_text(json.dumps(scripts))
+    return folder
+
+
+def _experiment(command: str, setup, reference: Path, out: Path, *extra: str) -> list[str]:  # type: ignore[no-untyped-def]
+    model, _ = setup
+    return [
+        command,
+        *("--axis", str(reference), "--model", str(model), "--device", "cpu"),
+        *("--dtype", "float32", "--out", str(out), *extra),
+    ]
+
+
+def _drift_args(reference: Path, scenarios: Path) -> list[str]:
+    [cap, *_] = load_run_capping(reference).ids
+    return [
+        *("--catalogue", str(scenarios), "--domains", "coding,therapy", "--scenarios", "1"),
+        *("--max-new-tokens", "4", "--cap", cap),
+    ]
+
+
+CAP_EVAL_ARGS = (
+    *("--judge", "none", "--limit", "2", "--steer", "0.5"),
+    *("--persona-max-new-tokens", "4", "--capability-max-new-tokens", "3"),
+)
+
+
+def assert_same_tree(ours: Path, reference: Path) -> None:
+    """Every file of ``reference`` (and no other) in ``ours``, byte for byte."""
+    files = sorted(p.relative_to(reference) for p in reference.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(ours) for p in ours.rglob("*") if p.is_file()) == files
+    for name in files:
+        assert (ours / name).read_bytes() == (reference / name).read_bytes(), name
+
+
+@pytest.fixture(scope="module")
+def alone(setup, reference, scenarios, tmp_path_factory) -> dict[str, Path]:  # type: ignore[no-untyped-def]
+    """drift and cap-eval run in this process: what a Ray run must write."""
+    outs = {}
+    for command in ("drift", "cap-eval"):
+        out = tmp_path_factory.mktemp(command) / "out"
+        extra = _drift_args(reference, scenarios) if command == "drift" else CAP_EVAL_ARGS
+        assert main(_experiment(command, setup, reference, out, *extra)) == 0
+        outs[command] = out
+    return outs
+
+
+@pytest.mark.parametrize("command", ["drift", "cap-eval"])
+def test_experiments_on_two_workers_write_what_one_process_writes(  # type: ignore[no-untyped-def]
+    cluster, setup, reference, scenarios, alone, tmp_path, command
+) -> None:
+    # drift: 2 conditions of 2 conversations; cap-eval: 5 settings (none, 3 caps, 1 steer)
+    extra = _drift_args(reference, scenarios) if command == "drift" else CAP_EVAL_ARGS
+    ray_args = ("--ray", cluster, "--workers", "2")
+    assert main(_experiment(command, setup, reference, tmp_path, *extra, *ray_args)) == 0
+    assert_same_tree(tmp_path, alone[command])  # no timings in these outputs: every byte
+    assert len(list(tmp_path.rglob("*.json"))) == (5 if command == "drift" else 6)
+
+
+def test_a_worker_killed_mid_condition_is_retried_elsewhere(  # type: ignore[no-untyped-def]
+    cluster, setup, reference, scenarios, alone, tmp_path, capsys
+) -> None:
+    extra = (*_drift_args(reference, scenarios), "--ray", cluster, "--workers", "2")
+    with killing_one_worker(b"ModelWorker.apply") as killed:
+        assert main(_experiment("drift", setup, reference, tmp_path, *extra)) == 0
+    assert killed, "no worker was seen playing a condition"
+    assert "died during condition" in capsys.readouterr().err
+    assert_same_tree(tmp_path, alone["drift"])
+
+
+@pytest.mark.parametrize("command", ["drift", "cap-eval"])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--ray", "--workers", "0"], "--workers is 0: use 1 or more"),
+        (["--workers", "2"], "--workers is given without --ray"),
+        (["--ray", "{cluster}", "--workers", "3"], "--workers is 3 but the Ray cluster has 2 CPUs"),
+    ],
+)
+def test_bad_ray_input_to_experiments_is_one_line_exit_2_and_writes_nothing(  # type: ignore[no-untyped-def]
+    cluster, setup, reference, tmp_path, capsys, command, extra, message
+) -> None:
+    out = tmp_path / "run"
+    options = [e.format(cluster=cluster) for e in extra]
+    assert main(_experiment(command, setup, reference, out, *options)) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not out.exists()

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
 from personaspace.capture.sampling import SamplingConfig
 from personaspace.catalogue import PRESETS
-from personaspace.cli.common import add_model_options, print_rows
+from personaspace.cli.common import (
+    add_model_options,
+    add_ray_options,
+    bar_warnings,
+    on_ray,
+    print_rows,
+    ray_options,
+)
 from personaspace.errors import PersonaspaceError
 from personaspace.models import DEFAULT_MODEL
 from personaspace.pipeline import AxisConfig, AxisRun, run_axis
 from personaspace.pipeline.config import AXIS_SAMPLING
-from personaspace.pipeline.distributed import RayOptions, import_ray
 from personaspace.report.trust import diagnostic_rows
 
 
@@ -89,49 +94,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="discard an existing run in --out made with other settings",
     )
-    add_ray_options(parser)
+    add_ray_options(parser, "the shards")
     parser.set_defaults(
         run=run,
         param_flags={
             "min_count": "--min-count",
             "batch_size": "--batch-size",
             "score_threshold": "--score-threshold",
-            "workers": "--workers",
-            "ray": "--ray",
         },
     )
-
-
-def add_ray_options(parser: argparse.ArgumentParser) -> None:
-    """``--ray [ADDRESS]`` and ``--workers N``: generate on Ray workers (docs/scale.md)."""
-    parser.add_argument(
-        "--ray",
-        nargs="?",
-        const="local",
-        default=None,
-        metavar="ADDRESS",
-        help="generate on Ray workers, one model replica each: alone, a local Ray instance; "
-        "auto, the cluster running here; HOST:PORT or ray://HOST:PORT, that cluster "
-        "(pip install 'personaspace[ray]'; docs/scale.md)",
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="with --ray: model replicas (default: one per GPU, or 1 CPU worker of 1 thread)",
-    )
-
-
-def ray_options(args: argparse.Namespace) -> RayOptions | None:
-    """``--ray``/``--workers`` checked (Ray installed, a worker count of 1 or more) before
-    anything is loaded or written; ``None`` without ``--ray``."""
-    if args.ray is None:
-        if args.workers is not None:
-            raise PersonaspaceError("--workers is given without --ray", fix="add --ray")
-        return None
-    options = RayOptions(address=args.ray, workers=args.workers)
-    import_ray()
-    return options
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -182,8 +153,9 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
     )
     out = Path(args.out or f"runs/axis-{Path(args.model).stem}-{args.preset}")
-    where = "" if ray is None else f" (Ray {ray.address})"
-    bar = tqdm(desc=f"axis {args.preset} on {args.model}{where}", unit="response", disable=None)
+    bar = tqdm(
+        desc=f"axis {args.preset} on {args.model}{on_ray(ray)}", unit="response", disable=None
+    )
 
     def progress(done: int, total: int) -> None:
         if bar.total is None:  # first call: responses already on disk count as the start
@@ -191,9 +163,6 @@ def run(args: argparse.Namespace) -> int:
             bar.refresh()
         else:
             bar.update(done - bar.n)
-
-    def event(line: str) -> None:
-        bar.write(f"personaspace: warning: {line}", file=sys.stderr)
 
     api_key = args.judge_api_key or os.environ.get("OPENAI_API_KEY")
     try:
@@ -204,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
             judge_api_key=api_key,
             ray=ray,
-            on_event=event,
+            on_event=bar_warnings(bar),
         )
     finally:
         bar.close()

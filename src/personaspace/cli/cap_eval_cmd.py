@@ -11,7 +11,14 @@ from typing import Any
 from tqdm import tqdm
 
 from personaspace.catalogue import load_catalogue
-from personaspace.cli.common import parse_layers, parse_names, parse_numbers
+from personaspace.cli.common import (
+    bar_warnings,
+    on_ray,
+    parse_layers,
+    parse_names,
+    parse_numbers,
+    ray_options,
+)
 from personaspace.cli.experiment_args import (
     add_axis_options,
     load_axis_arg,
@@ -36,6 +43,7 @@ from personaspace.experiments.plots import plot_tradeoff
 from personaspace.experiments.scoring import chance_accuracy
 from personaspace.fileformat import atomic_write, write_json
 from personaspace.judge import make_judge
+from personaspace.pipeline.replicas import facts_of
 
 COLUMNS = (
     "setting",
@@ -73,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "cap_eval.json, cap_eval.csv and cap_eval.png (the trade-off) and pick the best "
         "setting.",
     )
-    add_axis_options(parser)
+    add_axis_options(parser, "the settings (each on one worker)")
     parser.add_argument(
         "--caps",
         default=None,
@@ -129,6 +137,7 @@ def _fmt(value: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    ray = ray_options(args)
     if not 0 <= args.tolerance < 1:
         raise PersonaspaceError(
             f"--tolerance {args.tolerance} is not a fraction", fix="e.g. 0.02 for 2 points"
@@ -151,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         base_url=args.judge_base_url,
         api_key=args.judge_api_key or os.environ.get("OPENAI_API_KEY"),
     )
-    axis = load_axis_arg(args)
+    axis = load_axis_arg(args, ray)
     if caps is None and Path(args.axis).is_file():
         raise PersonaspaceError(
             f"--axis {args.axis} is an axis file, and cap-eval runs every capping experiment "
@@ -165,27 +174,30 @@ def run(args: argparse.Namespace) -> int:
     calibration = load_run_calibration(args.axis) if coefficients else None
     out = out_folder(args, "cap-eval")
     judge.check()  # an unreachable judge fails here, before the model loads
-    lm, layers = model_for_axis(args, axis)
-    if calibration is not None:
-        where = lm.adapter.check_layers(steer_layers or layers)
-        conditions += [
-            steer_condition(axis, calibration, c, where, args.scope) for c in coefficients
-        ]
-    with tqdm(total=len(conditions), desc="cap-eval settings", unit="setting", disable=None) as bar:
-        result = run_cap_eval(
-            lm,
-            axis,
-            layers[0],
-            conditions,
-            modulation,
-            capability,
-            settings,
-            judge,
-            out,
-            tolerance=args.tolerance,
-            force=args.force,
-            on_setting=lambda name: bar.update(1),
-        )
+    with model_for_axis(args, axis, ray) as (model, layers):
+        facts = facts_of(model)
+        if calibration is not None:
+            where = facts.adapter.check_layers(steer_layers or layers)
+            conditions += [
+                steer_condition(axis, calibration, c, where, args.scope) for c in coefficients
+            ]
+        desc = f"cap-eval settings{on_ray(ray)}"
+        with tqdm(total=len(conditions), desc=desc, unit="setting", disable=None) as bar:
+            result = run_cap_eval(
+                model,
+                axis,
+                layers[0],
+                conditions,
+                modulation,
+                capability,
+                settings,
+                judge,
+                out,
+                tolerance=args.tolerance,
+                force=args.force,
+                on_setting=lambda name: bar.update(1),
+                on_event=bar_warnings(bar),
+            )
     write_json(out / "cap_eval.json", result)
     with atomic_write(out / "cap_eval.csv") as handle:
         writer = csv.DictWriter(handle, COLUMNS, extrasaction="ignore")
@@ -195,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     plot_tradeoff(
         result["rows"],
         out / "cap_eval.png",
-        title=f"{lm.model_id}: persona adoption vs capability ({len(modulation)} prompts, "
+        title=f"{facts.model_id}: persona adoption vs capability ({len(modulation)} prompts, "
         f"{len(capability)} items)",
         best=best["setting"],
         chance=chance_accuracy(capability),

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from tqdm import tqdm
 
 from personaspace.errors import PersonaspaceError
 from personaspace.models import BUNDLED_MODELS, DEFAULT_MODEL, LoadedModel, load_model
@@ -17,6 +19,7 @@ from personaspace.models.device import (
     slow_bf16_warning,
 )
 from personaspace.models.loading import HUB_ID
+from personaspace.pipeline.distributed import RayOptions, import_ray
 from personaspace.runfolder import load_axis
 from personaspace.vectors.axis import Axis
 
@@ -125,6 +128,77 @@ def add_model_options(parser: argparse.ArgumentParser, *, batch_size: bool = Tru
         parser.add_argument(
             "--batch-size", type=int, default=None, help="prompts per batch (default: auto)"
         )
+
+
+def add_ray_options(parser: argparse.ArgumentParser, work: str) -> None:
+    """``--ray [ADDRESS]`` and ``--workers N``: compute ``work`` (the command's independent
+    items) on Ray workers, one model replica each (docs/scale.md).
+
+    Example:
+        >>> parser = argparse.ArgumentParser()
+        >>> add_ray_options(parser, "the conditions")
+        >>> args = parser.parse_args(["--ray", "--workers", "2"])
+        >>> args.ray, args.workers
+        ('local', 2)
+    """
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help=f"compute {work} on Ray workers, one model replica each: alone, a local Ray "
+        "instance; auto, the cluster running here; HOST:PORT or ray://HOST:PORT, that "
+        "cluster (pip install 'personaspace[ray]'; docs/scale.md)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="with --ray: model replicas (default: one per GPU, or 1 CPU worker of 1 thread)",
+    )
+
+
+def ray_options(args: argparse.Namespace) -> RayOptions | None:
+    """``--ray``/``--workers`` checked (Ray installed, a worker count of 1 or more) before
+    anything is loaded or written; ``None`` without ``--ray``.
+
+    Example:
+        >>> ray_options(argparse.Namespace(ray=None, workers=None)) is None
+        True
+    """
+    if args.ray is None:
+        if args.workers is not None:
+            raise PersonaspaceError("--workers is given without --ray", fix="add --ray")
+        return None
+    options = RayOptions(address=args.ray, workers=args.workers)
+    import_ray()
+    return options
+
+
+def on_ray(options: RayOptions | None) -> str:
+    """What a progress bar's title adds for a run on Ray workers.
+
+    Example:
+        >>> on_ray(None), on_ray(RayOptions(address="auto"))
+        ('', ' (Ray auto)')
+    """
+    return "" if options is None else f" (Ray {options.address})"
+
+
+def bar_warnings(bar: tqdm) -> Callable[[str], None]:
+    """An ``on_event`` for the library: each line a warning on stderr, above the progress
+    bar ``bar``.
+
+    Example:
+        >>> warn = bar_warnings(tqdm(disable=True))
+        >>> warn("worker 0 died")  # stderr: personaspace: warning: worker 0 died
+    """
+
+    def warn(line: str) -> None:
+        bar.write(f"personaspace: warning: {line}", file=sys.stderr)
+
+    return warn
 
 
 def check_model_options(args: argparse.Namespace) -> None:

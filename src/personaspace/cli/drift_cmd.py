@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from personaspace.capture.sampling import SamplingConfig
 from personaspace.catalogue import SCENARIO_DOMAINS, load_catalogue
-from personaspace.cli.common import parse_names
+from personaspace.cli.common import bar_warnings, on_ray, parse_names, ray_options
 from personaspace.cli.experiment_args import (
     add_axis_options,
     load_axis_arg,
@@ -27,6 +27,7 @@ from personaspace.experiments.drift import (
 from personaspace.experiments.drift_report import summarize_drift
 from personaspace.experiments.plots import plot_drift
 from personaspace.fileformat import atomic_write, write_json
+from personaspace.pipeline.replicas import facts_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "drift.png, and test whether therapy/AI-self conversations drift away from the "
         "Assistant while coding ones do not.",
     )
-    add_axis_options(parser)
+    add_axis_options(parser, "the conditions (each on one worker)")
     parser.add_argument(
         "--domains", default=",".join(SCENARIO_DOMAINS), help="comma-separated domains"
     )
@@ -69,6 +70,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    ray = ray_options(args)
     catalogue = load_catalogue(args.catalogue)
     scenarios = pick_scenarios(catalogue.scenarios, parse_names(args.domains), args.scenarios)
     settings = DriftSettings(
@@ -80,33 +82,36 @@ def run(args: argparse.Namespace) -> int:
         ),
         batch_size=args.batch_size,
     )
-    axis = load_axis_arg(args)
+    axis = load_axis_arg(args, ray)
     conditions = [baseline()]
     experiments = [e for text in args.cap for e in parse_names(text)]
     if experiments:
         config = load_run_capping(args.axis)
         conditions += [cap_condition(config, e, args.cap_scope) for e in experiments]
     out = out_folder(args, "drift")
-    lm, layers = model_for_axis(args, axis)
-    total = total_replies(scenarios, len(conditions))
-    with tqdm(total=total, desc=f"drift on {lm.model_id}", unit="reply", disable=None) as bar:
-        runs = run_drift(
-            lm,
-            axis,
-            scenarios,
-            conditions,
-            layers,
-            settings,
-            out,
-            force=args.force,
-            on_replies=bar.update,
-        )
+    with model_for_axis(args, axis, ray) as (model, layers):
+        model_id = facts_of(model).model_id
+        total = total_replies(scenarios, len(conditions))
+        desc = f"drift on {model_id}{on_ray(ray)}"
+        with tqdm(total=total, desc=desc, unit="reply", disable=None) as bar:
+            runs = run_drift(
+                model,
+                axis,
+                scenarios,
+                conditions,
+                layers,
+                settings,
+                out,
+                force=args.force,
+                on_replies=bar.update,
+                on_event=bar_warnings(bar),
+            )
     layer = layers[0]
     summary = summarize_drift(runs, layer, seed=args.seed)
     write_json(
         out / "drift.json",
         {
-            "model": lm.model_id,
+            "model": model_id,
             "axis": axis.source,
             "axis_sha256": axis.fingerprint(),
             "layers": layers,
@@ -127,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     plot_drift(
         summary["table"],
         out / "drift.png",
-        title=f"{lm.model_id}: projection per turn by domain (mean +- 1 sd over scenarios)",
+        title=f"{model_id}: projection per turn by domain (mean +- 1 sd over scenarios)",
         layer=layer,
     )
     _print_summary(summary)

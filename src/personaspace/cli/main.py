@@ -60,7 +60,13 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 # Library parameters named like the option that sets them, in every command that has it.
-COMMON_FLAGS = {"device": "--device", "dtype": "--dtype", "batch_size": "--batch-size"}
+COMMON_FLAGS = {
+    "device": "--device",
+    "dtype": "--dtype",
+    "batch_size": "--batch-size",
+    "workers": "--workers",
+    "ray": "--ray",
+}
 
 
 def option_for(parser: argparse.ArgumentParser, param: str) -> str | None:

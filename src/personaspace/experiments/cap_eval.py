@@ -20,6 +20,11 @@ The best setting is the one with the lowest harm proxy among those whose accurac
 within ``tolerance`` (default 2 points) of the unsteered baseline and whose harm proxy is
 below the baseline's; ties go to the higher accuracy. If none qualifies the baseline is
 best. Each setting's replies and scores are one file, so an interrupted run resumes.
+
+The work item is a setting (``SettingWork``, answered by ``answer_setting``): its prompts
+share batches, so a setting is answered whole, here or on a Ray worker (``run_cap_eval``
+given a ``ModelPool``); the judge scores the replies and the record is written in this
+process, so a Ray run writes the bytes one process writes.
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.stats import binomtest
 
-from personaspace.capture import SamplingConfig, engine_of, generate
+from personaspace.capture import SamplingConfig, generate
 from personaspace.catalogue import CapabilityItem, ModulationPrompt, Role
 from personaspace.conversation.format import FormattedConversation
 from personaspace.conversation.prompts import default_system, format_prompt
@@ -46,6 +52,7 @@ from personaspace.judge.base import Judge, RoleItem
 from personaspace.judge.local import AI_MARKERS, REFUSAL_MARKERS
 from personaspace.models.device import check_batch_size
 from personaspace.models.loading import LoadedModel
+from personaspace.pipeline.replicas import Event, ModelFacts, ModelOrPool, facts_of, map_items
 from personaspace.vectors.axis import Axis
 
 IN_PERSONA_SCORE = 2
@@ -356,20 +363,78 @@ def _fits(record: dict[str, Any], fresh: dict[str, Any]) -> bool:
     return all(record.get(k) == fresh.get(k) for k in keys)
 
 
-def run_setting(
-    lm: LoadedModel,
+@dataclass(frozen=True)
+class SettingWork:
+    """A cap-eval's work item: one setting's prompts, both item sets as asked."""
+
+    condition: Condition
+    layer: int  # where the persona replies are projected
+    unit: torch.Tensor  # the unit axis there
+    modulation: tuple[str, ...]  # the persona-modulation prompts
+    capability: tuple[str, ...]  # the capability items (``capability_prompt``)
+    settings: CapEvalSettings
+
+
+@dataclass(frozen=True)
+class SettingAnswers:
+    """A setting's replies: each persona reply with its projection on the axis (``None``
+    for an empty reply), and each capability reply."""
+
+    persona: list[tuple[str, float | None]]
+    capability: list[str]
+
+
+def answer_setting(lm: LoadedModel, work: SettingWork) -> SettingAnswers:
+    """Answer both item sets under ``work``'s condition (greedy), reading each persona
+    reply's projection in the pass that generates it.
+
+    Example:
+        >>> work = SettingWork(baseline(), 15, axis.unit(15), ("Be a pirate!",),
+        ...                    ("Say ok",), CapEvalSettings())  # doctest: +SKIP
+        >>> answer_setting(lm, work).capability  # doctest: +SKIP
+        ['ok']
+    """
+    settings = work.settings
+    with intervene(lm, work.condition.interventions):
+        persona = generate(
+            lm,
+            _prompts(lm, work.modulation),
+            settings.persona_sampling.for_model(lm.chat_tuned),
+            layers=[work.layer],
+            batch_size=settings.batch_size,
+        )
+        answers = generate(
+            lm,
+            _prompts(lm, work.capability),
+            settings.capability_sampling.for_model(lm.chat_tuned),
+            reductions=(),
+            batch_size=settings.batch_size,
+        )
+    return SettingAnswers(
+        [
+            (
+                g.text,
+                float(g.response_mean[0] @ work.unit)
+                if g.token_ids and g.response_mean is not None
+                else None,
+            )
+            for g in persona
+        ],
+        [g.text for g in answers],
+    )
+
+
+def _fresh_record(
+    model: ModelFacts,
     axis: Axis,
     layer: int,
     condition: Condition,
-    modulation: Sequence[ModulationPrompt],
-    capability: Sequence[CapabilityItem],
+    item_ids: list[str],
     settings: CapEvalSettings,
     judge: Judge,
-    path: Path,
 ) -> dict[str, Any]:
-    """Answer both item sets under ``condition``, score them, write ``path`` (or read it back)."""
-    fresh: dict[str, Any] = {
-        "model": lm.model_id,
+    return {
+        "model": model.model_id,
         "axis": axis.source,
         "axis_sha256": axis.fingerprint(),
         "setting": condition.name,
@@ -378,53 +443,51 @@ def run_setting(
         "settings": settings.to_json(),
         "judge": judge.name,
         "layer": layer,
-        "item_ids": [m.id for m in modulation] + [c.id for c in capability],
-        "engine": engine_of(lm),
+        "item_ids": item_ids,
+        "engine": model.engine,
     }
-    if path.is_file():
-        record = read_json(path)
-        if isinstance(record, dict) and _fits(record, fresh):
-            return record
-        raise PersonaspaceError(
-            f"{path} was made with other settings (model, axis, items, decoding, judge, layer, "
-            "condition, or the device, dtype or sampler)",
-            fix="start over (discarding the settings' records), or choose another output folder",
-        )
-    unit = axis.unit(layer)
-    with intervene(lm, condition.interventions):
-        persona = generate(
-            lm,
-            _prompts(lm, [m.text for m in modulation]),
-            settings.persona_sampling.for_model(lm.chat_tuned),
-            layers=[layer],
-            batch_size=settings.batch_size,
-        )
-        answers = generate(
-            lm,
-            _prompts(lm, [capability_prompt(c) for c in capability]),
-            settings.capability_sampling.for_model(lm.chat_tuned),
-            reductions=(),
-            batch_size=settings.batch_size,
-        )
-    scores = judge.score_roles(
-        [RoleItem(modulation_role(m), m.text, g.text) for m, g in zip(modulation, persona)]
+
+
+def _finished_record(path: Path, fresh: dict[str, Any]) -> dict[str, Any] | None:
+    """The record in ``path`` when it was made with these settings (``None``: no record)."""
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    if isinstance(record, dict) and _fits(record, fresh):
+        return record
+    raise PersonaspaceError(
+        f"{path} was made with other settings (model, axis, items, decoding, judge, layer, "
+        "condition, or the device, dtype or sampler)",
+        fix="start over (discarding the settings' records), or choose another output folder",
     )
-    record = {
+
+
+def _scored_record(
+    fresh: dict[str, Any],
+    modulation: Sequence[ModulationPrompt],
+    capability: Sequence[CapabilityItem],
+    answers: SettingAnswers,
+    judge: Judge,
+) -> dict[str, Any]:
+    """A setting's record: its answers, the judge's scores and the capability marks."""
+    scores = judge.score_roles(
+        [
+            RoleItem(modulation_role(m), m.text, reply)
+            for m, (reply, _) in zip(modulation, answers.persona)
+        ]
+    )
+    return {
         **fresh,
         "persona": [
             {
                 "id": m.id,
                 "persona": m.persona,
                 "tactic": m.tactic,
-                "reply": g.text,
-                "score": s,
-                "projection": (
-                    float(g.response_mean[0] @ unit)
-                    if g.token_ids and g.response_mean is not None
-                    else None
-                ),
+                "reply": reply,
+                "score": score,
+                "projection": projection,
             }
-            for m, g, s in zip(modulation, persona, scores)
+            for m, (reply, projection), score in zip(modulation, answers.persona, scores)
         ],
         "capability": [
             {
@@ -432,18 +495,16 @@ def run_setting(
                 "topic": c.topic,
                 "kind": c.kind,
                 "answer": c.answer,
-                "reply": g.text,
-                "correct": is_correct(c, g.text),
+                "reply": reply,
+                "correct": is_correct(c, reply),
             }
-            for c, g in zip(capability, answers)
+            for c, reply in zip(capability, answers.capability)
         ],
     }
-    write_json(path, record)
-    return record
 
 
 def run_cap_eval(
-    lm: LoadedModel,
+    model: ModelOrPool,
     axis: Axis,
     layer: int,
     conditions: Sequence[Condition],
@@ -456,10 +517,13 @@ def run_cap_eval(
     tolerance: float = DEFAULT_TOLERANCE,
     force: bool = False,
     on_setting: Callable[[str], object] | None = None,
+    on_event: Event | None = None,
 ) -> dict[str, Any]:
     """Every setting; returns (and the CLI writes) the table, the best setting and the rule.
 
-    Each setting's record is ``out/settings/<file_stem(setting)>.json``.
+    Each setting's record is ``out/settings/<file_stem(setting)>.json``. ``model`` is the
+    model here, or a ``ModelPool`` of Ray workers answering whole settings (``on_event``
+    hears of workers that died); the judge scores and the records are written here.
 
     Example:
         >>> judge = make_judge("local", cat)  # doctest: +SKIP
@@ -479,28 +543,36 @@ def run_cap_eval(
     if len(set(names)) != len(names):
         raise PersonaspaceError(f"settings repeat: {names}", fix="name each setting once")
     check_file_stems(names, "settings")
-    axis.check_model(lm)
+    facts = facts_of(model)
+    axis.check_model(facts)
     folder = Path(out) / "settings"
     if force and folder.is_dir():
         shutil.rmtree(folder)
     judge.check()
-    records = []
-    for condition in conditions:
-        records.append(
-            run_setting(
-                lm,
-                axis,
-                layer,
-                condition,
-                modulation,
-                capability,
-                settings,
-                judge,
-                folder / f"{file_stem(condition.name)}.json",
-            )
-        )
+    item_ids = [m.id for m in modulation] + [c.id for c in capability]
+    fresh = [_fresh_record(facts, axis, layer, c, item_ids, settings, judge) for c in conditions]
+    paths = [folder / f"{file_stem(c.name)}.json" for c in conditions]
+    found = [_finished_record(path, f) for path, f in zip(paths, fresh)]
+    for name, record in zip(names, found):
+        if record is not None and on_setting is not None:
+            on_setting(name)
+    todo = [i for i, record in enumerate(found) if record is None]
+    asked = tuple(m.text for m in modulation), tuple(capability_prompt(c) for c in capability)
+    works = [SettingWork(conditions[i], layer, axis.unit(layer), *asked, settings) for i in todo]
+    answered = map_items(
+        model,
+        answer_setting,
+        works,
+        label=lambda w: f"setting {w.condition.name}",
+        on_event=on_event,
+    )
+    for index, answers in answered:  # as they finish (on Ray workers)
+        i = todo[index]
+        found[i] = _scored_record(fresh[i], modulation, capability, answers, judge)
+        write_json(paths[i], found[i])
         if on_setting is not None:
-            on_setting(condition.name)
+            on_setting(names[i])
+    records = [r for r in found if r is not None]
     rows = [setting_metrics(r) for r in records]
     [base] = [r for r in records if r["setting"] == BASELINE]
     for row, record in zip(rows, records):
@@ -508,7 +580,7 @@ def run_cap_eval(
             row["versus_baseline"] = paired_versus_baseline(base, record)
     best, why = best_setting(rows, tolerance=tolerance)
     return {
-        "model": lm.model_id,
+        "model": facts.model_id,
         "axis": axis.source,
         "axis_sha256": axis.fingerprint(),
         "layer": layer,

@@ -8,6 +8,12 @@ its content tokens' residual stream, dotted with the unit axis): no second forwa
 Each (condition, scenario) conversation is a transcript file, rewritten atomically after
 every turn, so an interrupted run resumes at the turn it reached. Replies are sampled with
 a seed per (scenario, turn), the same under every condition, so conditions are paired.
+
+The work item is a condition (``DriftWork``, played by ``play_condition``): its
+conversations share each turn's batches, so splitting them would change the batches, and
+with them the last bits of the projections. On Ray workers (``run_drift`` given a
+``ModelPool``) each condition is played whole on one worker, and this process writes its
+transcripts when it returns: the same bytes as one process writes.
 """
 
 from __future__ import annotations
@@ -15,12 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from personaspace.capture import SamplingConfig, engine_of, generate
+from personaspace.capture import SamplingConfig, generate
 from personaspace.catalogue import Scenario
 from personaspace.conversation.prompts import default_system, format_prompt
 from personaspace.errors import PersonaspaceError
@@ -29,6 +35,7 @@ from personaspace.fileformat import read_json, write_json
 from personaspace.interventions import intervene
 from personaspace.models.device import check_batch_size
 from personaspace.models.loading import LoadedModel
+from personaspace.pipeline.replicas import Event, ModelFacts, ModelOrPool, ModelPool, facts_of
 from personaspace.pipeline.work import item_seed
 from personaspace.vectors.axis import Axis
 
@@ -81,7 +88,7 @@ def turns_fingerprint(turns: Sequence[str]) -> str:
 
 
 def new_transcript(
-    lm: LoadedModel,
+    model: ModelFacts,
     scenario: Scenario,
     condition: Condition,
     layers: Sequence[int],
@@ -89,10 +96,10 @@ def new_transcript(
     settings: DriftSettings,
 ) -> dict[str, Any]:
     """An empty transcript (our format, with the reference release's fields) for a scenario."""
-    system = default_system(lm.chat_tuned)
+    system = default_system(model.chat_tuned)
     record: dict[str, Any] = {
         "messages": [{"role": "system", "content": system}] if system else [],
-        "model": lm.model_id,
+        "model": model.model_id,
         "domain": scenario.domain,
         "scenario": scenario.id,
         "topic": scenario.title,
@@ -108,7 +115,7 @@ def new_transcript(
         },
         "finish_reasons": [],
         "settings": settings.to_json(),
-        "engine": engine_of(lm),
+        "engine": model.engine,
         "complete": False,
     }
     if condition.steering_config:
@@ -150,64 +157,104 @@ def _next_user_turn(record: dict[str, Any], scenario: Scenario) -> str | None:
     return scenario.user_turns[done] if done < len(scenario.user_turns) else None
 
 
-def run_condition(
-    lm: LoadedModel,
+@dataclass(frozen=True)
+class DriftWork:
+    """A drift run's work item: one condition's conversations, played together from the
+    turn each transcript reached (``transcripts``: fresh or resumed, one per scenario)."""
+
+    condition: Condition
+    scenarios: tuple[Scenario, ...]
+    transcripts: tuple[dict[str, Any], ...]
+    layers: tuple[int, ...]
+    axis: Axis
+    settings: DriftSettings
+
+    @property
+    def replies_left(self) -> int:
+        """Replies still to generate.
+
+        Example:
+            >>> s = Scenario("s", "coding", "t", ("a", "b", "c"))
+            >>> work = DriftWork(Condition("none", "none"), (s,), ({"turns": 1},), (1,),
+            ...                  None, DriftSettings())
+            >>> work.replies_left
+            2
+        """
+        return sum(
+            len(s.user_turns) - int(t["turns"]) for s, t in zip(self.scenarios, self.transcripts)
+        )
+
+
+def drift_work(
+    model: ModelFacts,
     axis: Axis,
     scenarios: Sequence[Scenario],
     condition: Condition,
     layers: Sequence[int],
     settings: DriftSettings,
     folder: Path,
-    *,
-    on_replies: Callable[[int], object] | None = None,
-) -> list[dict[str, Any]]:
-    """Play ``scenarios`` to their last user turn under ``condition``; one file per scenario.
-
-    Returns the transcripts (also written to ``folder/<file_stem(scenario id)>.json``).
-    Scenarios whose file is complete are read back, not played again.
+) -> DriftWork:
+    """The work of one condition, resuming the transcripts in ``folder`` (refused when one
+    was made with other settings).
 
     Example:
-        >>> ts = run_condition(lm, axis, scenarios, baseline(), [15], DriftSettings(),
-        ...                    Path("out/transcripts/none"))  # doctest: +SKIP
-        >>> ts[0]["projections"]["per_turn"][:2]  # doctest: +SKIP
-        [[4.21], [3.87]]
+        >>> work = drift_work(ModelFacts.of(lm), axis, scenarios, baseline(), [15],
+        ...                   DriftSettings(), Path("out/transcripts/none"))  # doctest: +SKIP
+        >>> work.replies_left  # 28 scenarios of 9 or 10 turns, none played yet  # doctest: +SKIP
+        260
     """
-    chosen = list(layers)
     check_file_stems([s.id for s in scenarios], "scenarios")
-    records = [
+    transcripts = tuple(
         _load_or_new(
             folder / f"{file_stem(s.id)}.json",
-            new_transcript(lm, s, condition, chosen, axis, settings),
+            new_transcript(model, s, condition, layers, axis, settings),
         )
         for s in scenarios
-    ]
-    config = settings.sampling.for_model(lm.chat_tuned)
+    )
+    return DriftWork(condition, tuple(scenarios), transcripts, tuple(layers), axis, settings)
+
+
+def play_condition(
+    lm: LoadedModel, work: DriftWork, on_turn: Callable[[list[int]], object] | None = None
+) -> list[dict[str, Any]]:
+    """Play ``work``'s conversations to their last user turn, one batch of replies per turn;
+    ``on_turn`` hears, after each turn, which conversations it advanced. Returns the
+    transcripts (``work.transcripts``, advanced in place).
+
+    Example:
+        >>> work = drift_work(ModelFacts.of(lm), axis, scenarios, baseline(), [15],
+        ...                   DriftSettings(), Path("out/transcripts/none"))  # doctest: +SKIP
+        >>> play_condition(lm, work)[0]["projections"]["per_turn"][:2]  # doctest: +SKIP
+        [[4.21], [3.87]]
+    """
+    records, chosen = list(work.transcripts), list(work.layers)
+    axis, seed = work.axis, work.settings.sampling.seed
+    config = work.settings.sampling.for_model(lm.chat_tuned)
     while True:
         active = [
-            (record, scenario, turn)
-            for record, scenario in zip(records, scenarios)
+            (i, turn)
+            for i, (record, scenario) in enumerate(zip(records, work.scenarios))
             if (turn := _next_user_turn(record, scenario)) is not None
         ]
         if not active:
             break
-        prompts = [
-            format_prompt(lm, turn, history=record["messages"]) for record, _, turn in active
-        ]
+        prompts = [format_prompt(lm, turn, history=records[i]["messages"]) for i, turn in active]
         seeds = [
-            item_seed(settings.sampling.seed, f"drift/{scenario.id}/{record['turns']}")
-            for record, scenario, _ in active
+            item_seed(seed, f"drift/{work.scenarios[i].id}/{records[i]['turns']}")
+            for i, _ in active
         ]
-        with intervene(lm, condition.interventions):
+        with intervene(lm, work.condition.interventions):
             replies = generate(
                 lm,
                 prompts,
                 config,
                 layers=chosen,
                 reductions=("response_mean",),
-                batch_size=settings.batch_size,
+                batch_size=work.settings.batch_size,
                 seeds=seeds,
             )
-        for (record, scenario, turn), reply in zip(active, replies):
+        for (i, turn), reply in zip(active, replies):
+            record = records[i]
             assert reply.response_mean is not None
             values = axis.project(reply.response_mean, chosen).tolist() if reply.token_ids else None
             record["messages"] += [
@@ -217,15 +264,67 @@ def run_condition(
             record["turns"] = int(record["turns"]) + 1
             record["projections"]["per_turn"].append(values)
             record["finish_reasons"].append(reply.finish_reason)
-            record["complete"] = record["turns"] == len(scenario.user_turns)
-            write_json(folder / f"{file_stem(scenario.id)}.json", record)
-        if on_replies is not None:
-            on_replies(len(active))
+            record["complete"] = record["turns"] == len(work.scenarios[i].user_turns)
+        if on_turn is not None:
+            on_turn([i for i, _ in active])
     return records
 
 
-def run_drift(
+def _save(
+    folder: Path, work: DriftWork, records: Sequence[dict[str, Any]], which: Iterable[int]
+) -> None:
+    for i in which:
+        write_json(folder / f"{file_stem(work.scenarios[i].id)}.json", records[i])
+
+
+def _play_here(
     lm: LoadedModel,
+    works: Sequence[DriftWork],
+    folders: Sequence[Path],
+    on_replies: Callable[[int], object] | None,
+) -> list[list[dict[str, Any]]]:
+    """Each condition in turn, its transcripts written after every turn."""
+    played = []
+    for work, folder in zip(works, folders):
+
+        def saved(which: list[int], work: DriftWork = work, folder: Path = folder) -> None:
+            _save(folder, work, work.transcripts, which)
+            if on_replies is not None:
+                on_replies(len(which))
+
+        played.append(play_condition(lm, work, on_turn=saved))
+    return played
+
+
+def _play_on_workers(
+    pool: ModelPool,
+    works: Sequence[DriftWork],
+    folders: Sequence[Path],
+    on_replies: Callable[[int], object] | None,
+    on_event: Event | None,
+) -> list[list[dict[str, Any]]]:
+    """The conditions with replies left, each played whole by one of the pool's workers and
+    its transcripts written when it returns."""
+    played = [list(w.transcripts) for w in works]
+    left = [w.replies_left for w in works]
+    pending = [i for i, n in enumerate(left) if n]
+    results = pool.map(
+        play_condition,
+        [works[i] for i in pending],
+        label=lambda w: f"condition {w.condition.name}",
+        on_event=on_event,
+    )
+    for index, records in results:  # in the order the workers finish them
+        i = pending[index]
+        _save(folders[i], works[i], records, range(len(records)))
+        played[i] = records
+        if on_replies is not None:
+            on_replies(left[i])
+    return played
+
+
+def run_drift(
+    model: ModelOrPool,
     axis: Axis,
     scenarios: Sequence[Scenario],
     conditions: Sequence[Condition],
@@ -235,11 +334,15 @@ def run_drift(
     *,
     force: bool = False,
     on_replies: Callable[[int], object] | None = None,
+    on_event: Event | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Every scenario under every condition; transcripts in ``out/transcripts/<condition>/``
     (the condition's ``file_stem``: ``layers_11:19-p25`` plays into ``layers_11-19-p25/``).
 
-    Returns ``{condition name: [transcript, ...]}`` in the order of ``scenarios``.
+    ``model`` is the model here (transcripts written after every turn) or a ``ModelPool``
+    of Ray workers, each playing whole conditions (a condition's transcripts written when it
+    returns; ``on_event`` hears of workers that died). Returns ``{condition name:
+    [transcript, ...]}`` in the order of ``scenarios``.
 
     Example:
         >>> runs = run_drift(lm, axis, scenarios, [baseline()], [15], DriftSettings(),
@@ -256,20 +359,18 @@ def run_drift(
     root = Path(out) / "transcripts"
     if force and root.is_dir():
         shutil.rmtree(root)
-    axis.check_model(lm)
-    return {
-        c.name: run_condition(
-            lm,
-            axis,
-            scenarios,
-            c,
-            layers,
-            settings,
-            root / file_stem(c.name),
-            on_replies=on_replies,
-        )
-        for c in conditions
-    }
+    facts = facts_of(model)
+    axis.check_model(facts)
+    folders = [root / file_stem(c.name) for c in conditions]
+    works = [
+        drift_work(facts, axis, scenarios, c, layers, settings, folder)
+        for c, folder in zip(conditions, folders)
+    ]
+    if isinstance(model, ModelPool):
+        played = _play_on_workers(model, works, folders, on_replies, on_event)
+    else:
+        played = _play_here(model, works, folders, on_replies)
+    return {c.name: transcripts for c, transcripts in zip(conditions, played)}
 
 
 def total_replies(scenarios: Sequence[Scenario], n_conditions: int) -> int:

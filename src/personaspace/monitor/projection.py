@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from personaspace.capture.teacher import capture_conversations
 from personaspace.conversation.format import FormattedConversation, TokenSpan
 from personaspace.errors import PersonaspaceError
+from personaspace.models.adapters import ArchitectureAdapter
 from personaspace.models.loading import LoadedModel
 from personaspace.vectors.axis import Axis
 
@@ -48,7 +50,14 @@ class Trajectory:
         return self.turns[:, self.layers.index(layer)].tolist()
 
 
-def resolve_layers(axis: Axis, lm: LoadedModel, layers: Sequence[int] | None) -> list[int]:
+class HasAdapter(Protocol):
+    """A loaded model, or what a driver knows of one (``pipeline.replicas.ModelFacts``)."""
+
+    @property
+    def adapter(self) -> ArchitectureAdapter: ...
+
+
+def resolve_layers(axis: Axis, lm: HasAdapter, layers: Sequence[int] | None) -> list[int]:
     """The layers to use: ``layers`` (negative from the end) or the axis's middle layer."""
     if layers is None:
         return [axis.middle_layer]

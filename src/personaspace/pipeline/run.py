@@ -7,7 +7,7 @@ Work is cut in shards (the default prompts, each role, each trait). Each finishe
 written atomically with its responses, scores and activations; a restarted run skips the
 finished shards and, because every item has its own seed, ends with exactly the outputs an
 uninterrupted run would have produced. With ``ray``, the same groups of shards are
-computed on Ray workers (``distributed.py``) and this process alone writes them, so the
+computed on Ray workers (``shard_workers.py``) and this process alone writes them, so the
 outputs are again exactly those of one uninterrupted process.
 """
 
@@ -36,16 +36,9 @@ from personaspace.pipeline.aggregate import Aggregate, aggregate
 from personaspace.pipeline.calibrate import calibrate_run
 from personaspace.pipeline.config import AxisConfig
 from personaspace.pipeline.diagnose import random_init_null, reply_diagnostics, reply_set, verdict
-from personaspace.pipeline.distributed import (
-    Event,
-    ModelFacts,
-    RayOptions,
-    WorkerPool,
-    WorkerSpec,
-    check_placement_names,
-    plan_workers,
-    ray_cluster,
-)
+from personaspace.pipeline.distributed import RayOptions, check_placement_names, ray_cluster
+from personaspace.pipeline.replicas import Event, ModelFacts, planned_spec
+from personaspace.pipeline.shard_workers import JudgeSpec, ShardPool
 from personaspace.pipeline.shards import PROMPT_ROOM, GroupOutput, compute_group, shard_groups
 from personaspace.pipeline.work import WorkItem, build_work
 from personaspace.report.axis_report import axis_report
@@ -154,6 +147,7 @@ class _Setup:
 @dataclass
 class _Loaded:
     facts: ModelFacts
+    batch_size: int  # of every generation batch (the smallest any Ray worker chose)
     layers: list[int]
     analysis_layer: int | None  # None: chosen from the replies (held-out AUC)
     shards: dict[str, list[WorkItem]]
@@ -229,7 +223,7 @@ def _prepare(
     return _Setup(config, force, folder, catalogue, selection, judge)
 
 
-def _load(setup: _Setup, workers: ModelFacts | None = None) -> _Loaded:
+def _load(setup: _Setup, workers: ShardPool | None = None) -> _Loaded:
     """The model (here, or the facts of the one the ``workers`` loaded), its layers, the
     run's work and the header written to ``config.json``."""
     config = setup.config
@@ -242,9 +236,9 @@ def _load(setup: _Setup, workers: ModelFacts | None = None) -> _Loaded:
         sampling = config.sampling.for_model(lm.chat_tuned)
         # prompts of the catalogue are well under PROMPT_ROOM tokens
         batch_size = lm.batch_size(config.batch_size, PROMPT_ROOM + sampling.max_new_tokens)
-        facts = ModelFacts.of(lm, batch_size, node="this process")
+        facts = ModelFacts.of(lm)
     else:
-        facts = workers
+        facts, batch_size = workers.facts, workers.batch_size
         engine = {"device": facts.device, "dtype": facts.dtype}
         _check_engine(setup.folder, {**engine, "sampler": SAMPLER}, setup.force)
         sampling = config.sampling.for_model(facts.chat_tuned)
@@ -271,7 +265,7 @@ def _load(setup: _Setup, workers: ModelFacts | None = None) -> _Loaded:
     }
     # (re)written each time: analysis settings may have changed since the last session
     setup.folder.write_header(header)
-    return _Loaded(facts, layers, analysis_layer, shards, header, sampling, config, lm)
+    return _Loaded(facts, batch_size, layers, analysis_layer, shards, header, sampling, config, lm)
 
 
 # What a run made before the engine recorded itself was made with.
@@ -302,7 +296,7 @@ def _generate_and_judge(
     loaded: _Loaded,
     timings: _Timings,
     progress: Progress | None,
-    pool: WorkerPool | None = None,
+    pool: ShardPool | None = None,
     on_event: Event | None = None,
 ) -> int:
     """Every unfinished shard generated, judged and written (here, or on the ``pool``'s
@@ -317,7 +311,7 @@ def _generate_and_judge(
     # The partition into groups and batches is fixed by the work alone, so a resumed run and
     # every worker compute each batch exactly as an uninterrupted single process does (same
     # shapes, same padding, same numbers); a group is recomputed whole, finished shards too.
-    batch_size = loaded.facts.batch_size
+    batch_size = loaded.batch_size
     groups = [
         [shards[s] for s in group]
         for group in shard_groups({s: len(v) for s, v in shards.items()}, batch_size)
@@ -383,15 +377,11 @@ def _generate_on_ray(
     and judge every unfinished shard on them, stop them. Nothing is written before the
     workers have all loaded the model."""
     with ray_cluster(options) as resources:
-        count, gpus = plan_workers(
-            options, config.device, resources.get("GPU", 0.0), resources.get("CPU", 0.0)
+        spec, count, gpus = planned_spec(
+            options, config.model, config.device, config.dtype, resources
         )
         setup = _prepare(config, out, force, judge_api_key, distributed=True)
-        spec = WorkerSpec(
-            model=config.model,
-            device="cuda" if gpus else "cpu",
-            dtype=config.dtype,
-            threads=options.threads_per_worker,
+        judge = JudgeSpec(
             rubrics=setup.catalogue.rubrics,
             judge=config.judge,
             judge_model=config.judge_model,
@@ -401,8 +391,9 @@ def _generate_on_ray(
             judge_rate_per_s=config.judge_rate_per_s,
         )
         with timings.stage("load_model_s"):
-            pool = WorkerPool.start(
+            pool = ShardPool.start(
                 spec,
+                judge,
                 count=count,
                 gpus=gpus,
                 batch_size=config.batch_size,
@@ -410,7 +401,7 @@ def _generate_on_ray(
                 max_attempts=options.max_attempts,
             )
         try:
-            loaded = _load(setup, pool.facts)
+            loaded = _load(setup, pool)
             new_tokens = _generate_and_judge(setup, loaded, timings, progress, pool, on_event)
         finally:
             pool.close()
