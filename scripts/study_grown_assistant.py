@@ -40,7 +40,7 @@ from personaspace.fileformat import atomic_write, write_json
 
 CHAT_MODEL = "smollm2-135m-instruct"
 BASE_MODEL = "gemma-3-270m"
-FRACTIONS = (0.1, 0.25, 0.5)  # besides step 0 and the end of training
+FRACTIONS = (0.25, 0.5)  # besides step 0 and the end of training
 LORA = ["--lora-rank", "16", "--lora-alpha", "32",
         "--lora-targets", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"]  # fmt: skip
 
