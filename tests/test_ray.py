@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 from pipeline_fixtures import make_tiny_model, make_user_catalogue
 
 from personaspace.cli.main import main
@@ -91,8 +92,20 @@ def _config(setup) -> AxisConfig:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def reference(setup, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     out = tmp_path_factory.mktemp("reference") / "run"
-    run_axis(_config(setup), out)
+    with threads(1):  # as each Ray worker computes: float sums depend on the thread count
+        run_axis(_config(setup), out)
     return out
+
+
+@contextmanager
+def threads(count: int) -> Iterator[None]:
+    """torch computing on ``count`` threads inside the block (``--threads`` sets it too)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _summary(out: Path, resumed: bool) -> dict:  # type: ignore[type-arg]
@@ -240,6 +253,7 @@ def test_a_worker_that_cannot_load_the_model_names_its_node(cluster, tmp_path) -
     ("extra", "message"),
     [
         (["--ray", "--workers", "0"], "--workers is 0: use 1 or more"),
+        (["--threads", "0"], "--threads is 0: use 1 or more"),
         (["--workers", "2"], "--workers is given without --ray"),
         (["--ray", "127.0.0.1:9"], "the Ray cluster at 127.0.0.1:9 is unreachable"),
         (["--ray", "nonsense"], "is not HOST:PORT"),
@@ -341,19 +355,14 @@ def alone(setup, reference, scenarios, tmp_path_factory) -> dict[str, Path]:  # 
     for command in ("drift", "cap-eval"):
         out = tmp_path_factory.mktemp(command) / "out"
         extra = _drift_args(reference, scenarios) if command == "drift" else CAP_EVAL_ARGS
-        assert main(_experiment(command, setup, reference, out, *extra)) == 0
+        with threads(2):  # --threads 1 must win over this process's own count
+            assert main(_experiment(command, setup, reference, out, *extra, "--threads", "1")) == 0
+            assert torch.get_num_threads() == 1
         outs[command] = out
     return outs
 
 
-CAP_EVAL_DIFFERS = pytest.mark.xfail(
-    strict=True,
-    reason="known defect (issue 16 open): cap-eval on 2 Ray workers writes cap_eval.csv "
-    "projections that differ in the last digits from one process (batching)",
-)
-
-
-@pytest.mark.parametrize("command", ["drift", pytest.param("cap-eval", marks=CAP_EVAL_DIFFERS)])
+@pytest.mark.parametrize("command", ["drift", "cap-eval"])
 def test_experiments_on_two_workers_write_what_one_process_writes(  # type: ignore[no-untyped-def]
     cluster, setup, reference, scenarios, alone, tmp_path, command
 ) -> None:
@@ -381,6 +390,7 @@ def test_a_worker_killed_mid_condition_is_retried_elsewhere(  # type: ignore[no-
     ("extra", "message"),
     [
         (["--ray", "--workers", "0"], "--workers is 0: use 1 or more"),
+        (["--threads", "0"], "--threads is 0: use 1 or more"),
         (["--workers", "2"], "--workers is given without --ray"),
         (["--ray", "{cluster}", "--workers", "3"], "--workers is 3 but the Ray cluster has 2 CPUs"),
     ],

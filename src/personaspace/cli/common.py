@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from personaspace.errors import PersonaspaceError
@@ -131,8 +132,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, batch_size: bool = Tru
 
 
 def add_ray_options(parser: argparse.ArgumentParser, work: str) -> None:
-    """``--ray [ADDRESS]`` and ``--workers N``: compute ``work`` (the command's independent
-    items) on Ray workers, one model replica each (docs/scale.md).
+    """``--ray [ADDRESS]``, ``--workers N`` and ``--threads N``: compute ``work`` (the
+    command's independent items) on Ray workers, one model replica each (docs/scale.md).
 
     Example:
         >>> parser = argparse.ArgumentParser()
@@ -157,21 +158,35 @@ def add_ray_options(parser: argparse.ArgumentParser, work: str) -> None:
         default=None,
         help="with --ray: model replicas (default: one per GPU, or 1 CPU worker of 1 thread)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of each model replica: this process's (default: all cores) or, with "
+        "--ray, each worker's (default 1). Float sums depend on it: a Ray run writes byte for "
+        "byte what one process writes at the same --threads",
+    )
 
 
 def ray_options(args: argparse.Namespace) -> RayOptions | None:
-    """``--ray``/``--workers`` checked (Ray installed, a worker count of 1 or more) before
-    anything is loaded or written; ``None`` without ``--ray``.
+    """``--ray``/``--workers``/``--threads`` checked (Ray installed, counts of 1 or more)
+    before anything is loaded or written; ``None`` without ``--ray``, this process then
+    computing on ``--threads`` threads when given.
 
     Example:
-        >>> ray_options(argparse.Namespace(ray=None, workers=None)) is None
+        >>> ray_options(argparse.Namespace(ray=None, workers=None, threads=None)) is None
         True
     """
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        raise PersonaspaceError(f"--threads is {threads}", fix="use 1 or more")
     if args.ray is None:
         if args.workers is not None:
             raise PersonaspaceError("--workers is given without --ray", fix="add --ray")
+        if threads is not None:
+            torch.set_num_threads(threads)
         return None
-    options = RayOptions(address=args.ray, workers=args.workers)
+    options = RayOptions(address=args.ray, workers=args.workers, threads_per_worker=threads or 1)
     import_ray()
     return options
 
