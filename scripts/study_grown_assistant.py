@@ -360,7 +360,7 @@ def main() -> None:
         requests=args.requests,
         tune=[*LORA, "--lr", "5e-4", "--warmup-steps", "5", "--epochs", str(args.epochs),
               "--batch-size", "8", "--dtype", "bfloat16", "--max-tokens", "512",
-              "--overlong", "drop"],
+              "--overlong", "drop", "--train-tokens", "<start_of_turn>,<end_of_turn>"],
         axis=["--score-threshold", "2"],
         template="gemma",
         snapshots=20,

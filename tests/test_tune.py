@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ARCHITECTURES, tiny_lm
+from safetensors.torch import load_file
 
 from personaspace.cli.main import main
 from personaspace.conversation.messages import Message
@@ -28,6 +29,7 @@ from personaspace.training.dataset import (
     tokenize_examples,
     write_chat_dataset,
 )
+from personaspace.training.lora import LoraSettings, token_ids
 from personaspace.training.loss import assistant_loss
 from personaspace.training.tune import TuneConfig, prepare_model, train_step, tune
 from personaspace.vectors.intervention import steer
@@ -138,6 +140,41 @@ def test_the_lora_result_loads_and_computes_what_training_left(tmp_path: Path) -
     assert loaded.model_id == str(result.final.resolve())
 
 
+@pytest.mark.parametrize("model_type", ["gemma3_text", "llama"])  # tied and untied heads
+def test_trained_token_rows_save_load_and_compute_what_training_left(
+    tmp_path: Path, model_type: str
+) -> None:
+    base = tiny_folder(tmp_path, model_type)
+    lm = load_model(str(base))
+    before = lm.model.get_input_embeddings().weight.detach().clone()
+    rows = token_ids(lm.tokenizer, [lm.tokenizer.convert_ids_to_tokens(3), "a"])
+    config = TuneConfig(
+        batch_size=4,
+        max_steps=3,
+        checkpoint_every=3,
+        learning_rate=1e-2,
+        lora=LoraSettings(rank=2, target_modules=("q_proj",), trainable_tokens=rows),
+    )
+    data = tokenize_examples(lm, examples(), end_of_turn=True)
+    result = tune(lm, data, tmp_path / "run", config, base=str(base))
+    ids = torch.tensor([data[0].input_ids])
+    trained = lm.model(ids).logits
+    saved = load_file(str(result.final / "adapter_model.safetensors"))
+    delta = "base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta"
+    assert saved[delta].shape == (2, before.shape[1])
+    assert json.loads((result.final / "adapter_config.json").read_text())[
+        "trainable_token_indices"
+    ] == list(rows)
+    loaded = load_model(str(result.final))
+    assert torch.equal(loaded.model(ids).logits, trained)
+    after = loaded.model.get_input_embeddings().weight
+    others = torch.ones(before.shape[0], dtype=torch.bool)
+    others[list(rows)] = False
+    assert torch.equal(after[others], before[others])  # the other rows stay the base's
+    assert not torch.equal(after[list(rows)], before[list(rows)])  # the named rows trained
+    assert torch.equal(after[list(rows)], saved[delta])
+
+
 def test_full_finetuning_writes_a_model_folder(tmp_path: Path) -> None:
     lm = tiny_lm("qwen2")
     data = tokenize_examples(lm, examples())
@@ -226,6 +263,8 @@ def test_bad_options_exit_2_and_write_nothing(tmp_path: Path, capsys) -> None:  
         ([str(data), "--max-tokens", "10"], "data.jsonl:1 has"),
         ([str(data), "--lora-rank", "0"], "--lora-rank is 0"),
         ([str(data), "--prevent", "runs/x:evil"], "is not VECTOR:COEF"),
+        ([str(data), "--train-tokens", "<nope>"], "<nope> is not a token of this model's"),
+        ([str(data), "--train-tokens", "a", "--method", "full"], "--train-tokens is for LoRA"),
     ]
     for extra, message in cases:
         out = tmp_path / "out"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,10 @@ from tqdm import tqdm
 
 from personaspace.cli.common import add_model_options, check_model_options, load_model_as_asked
 from personaspace.conversation.templates import BUILTIN_TEMPLATES, read_chat_template
+from personaspace.errors import PersonaspaceError
 from personaspace.models.bundled import DEFAULT_MODEL
 from personaspace.training.dataset import OVERLONG, read_chat_dataset, tokenize_examples
-from personaspace.training.lora import LoraSettings
+from personaspace.training.lora import LoraSettings, token_ids
 from personaspace.training.steering import parse_ablate, parse_prevent, resolve
 from personaspace.training.tune import METHODS, StepReport, TuneConfig, TuneFolder, tune
 
@@ -23,6 +25,7 @@ FLAGS = {
     "alpha": "--lora-alpha",
     "dropout": "--lora-dropout",
     "target_modules": "--lora-targets",
+    "trainable_tokens": "--train-tokens",
     "learning_rate": "--lr",
     "max_tokens": "--max-tokens",
     "grad_accum": "--grad-accum",
@@ -82,6 +85,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         + ", ".join(BUILTIN_TEMPLATES),
     )
     parser.add_argument(
+        "--train-tokens",
+        default=None,
+        metavar="TOKEN,...",
+        help="with LoRA, also train these tokens' embedding rows (a base model's chat special "
+        "tokens, e.g. '<start_of_turn>,<end_of_turn>', so it learns to predict them)",
+    )
+    parser.add_argument(
         "--save-snapshots",
         action="store_true",
         help="also save a loadable model at step 0 and every checkpoint (OUT/snapshots/step-N)",
@@ -137,6 +147,10 @@ def _sha256(path: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     check_model_options(args)
     config = _config(args)
+    if args.train_tokens and config.method != "lora":
+        raise PersonaspaceError(
+            "--train-tokens is for LoRA", fix="drop it: --method full trains every row already"
+        )
     directions = [parse_prevent(t) for t in args.prevent] + [
         parse_ablate(t) for t in args.ablate_direction
     ]
@@ -147,6 +161,11 @@ def run(args: argparse.Namespace) -> int:
     if template is not None:
         lm.tokenizer.chat_template = template
         lm.chat_tuned = True
+    if args.train_tokens:
+        names = [t.strip() for t in args.train_tokens.split(",") if t.strip()]
+        lora = replace(config.lora, trainable_tokens=token_ids(lm.tokenizer, names))
+        config = replace(config, lora=lora)
+        config.check()
     data = tokenize_examples(
         lm,
         examples,

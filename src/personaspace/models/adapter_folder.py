@@ -21,6 +21,41 @@ from personaspace.errors import PersonaspaceError
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _PEFT_PREFIX = "base_model.model."
+# the name peft gives the trained embedding rows (``...token_adapter.trainable_tokens_delta``)
+TOKEN_DELTA = "trainable_tokens_delta"
+
+
+def is_adapter_weight(name: str) -> bool:
+    """Whether parameter ``name`` belongs to the adapter: LoRA matrices or trained token rows.
+
+    Example:
+        >>> is_adapter_weight("model.layers.0.self_attn.q_proj.lora_A.default.weight")
+        True
+        >>> is_adapter_weight("model.embed_tokens.token_adapter.base_layer.weight")
+        False
+    """
+    return "lora_" in name or TOKEN_DELTA in name
+
+
+def peft_lora_config(config: dict[str, Any]) -> Any:
+    """peft's ``LoraConfig`` for an adapter's settings as ``lora_config`` records them.
+
+    Example:
+        >>> peft_lora_config({"r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]}).r
+        4
+    """
+    from peft import LoraConfig
+
+    tokens = config.get("trainable_token_indices")
+    return LoraConfig(
+        r=int(config["r"]),
+        lora_alpha=int(config["lora_alpha"]),
+        lora_dropout=float(config.get("lora_dropout", 0.0)),
+        target_modules=list(config["target_modules"]),
+        bias="none",
+        fan_in_fan_out=bool(config.get("fan_in_fan_out", False)),
+        trainable_token_indices=[int(t) for t in tokens] if tokens else None,
+    )
 
 
 def is_adapter_folder(path: Path) -> bool:
@@ -28,7 +63,9 @@ def is_adapter_folder(path: Path) -> bool:
 
 
 def _saved_name(name: str) -> str:
-    return _PEFT_PREFIX + name.replace(".default.", ".")
+    # peft drops the adapter's name: ``lora_A.default.weight`` -> ``lora_A.weight``,
+    # ``trainable_tokens_delta.default`` -> ``trainable_tokens_delta``
+    return _PEFT_PREFIX + name.replace(".default.", ".").removesuffix(".default")
 
 
 def save_adapter(
@@ -49,7 +86,7 @@ def save_adapter(
     weights = {
         _saved_name(n): p.detach().cpu().contiguous()
         for n, p in model.named_parameters()
-        if "lora_" in n
+        if is_adapter_weight(n)
     }
     if not weights:
         raise PersonaspaceError("the model has no LoRA weights to save", fix="add an adapter")
@@ -87,21 +124,19 @@ def read_adapter_config(folder: Path) -> dict[str, Any]:
 def inject_saved_adapter(model: nn.Module, folder: Path) -> None:
     """Inject the adapter saved in ``folder`` into ``model`` in place, unmerged, frozen.
 
+    Trained token rows (``trainable_token_indices``) are written into the input embedding
+    (and so into a tied output head), in its dtype: what peft's wrapper computes, without
+    it copying the whole embedding matrix at every forward pass.
+
     Example:
         >>> inject_saved_adapter(base.model, Path("runs/tune-x/final"))  # doctest: +SKIP
     """
-    from peft import LoraConfig, inject_adapter_in_model
+    from peft import inject_adapter_in_model
     from safetensors.torch import load_file
 
     config = read_adapter_config(folder)
-    lora = LoraConfig(
-        r=int(config["r"]),
-        lora_alpha=int(config["lora_alpha"]),
-        lora_dropout=float(config.get("lora_dropout", 0.0)),
-        target_modules=list(config["target_modules"]),
-        bias="none",
-        fan_in_fan_out=bool(config.get("fan_in_fan_out", False)),
-    )
+    tokens = [int(t) for t in config.get("trainable_token_indices") or []]
+    lora = peft_lora_config({**config, "trainable_token_indices": None})
     try:
         inject_adapter_in_model(lora, model)
     except ValueError as err:
@@ -110,8 +145,9 @@ def inject_saved_adapter(model: nn.Module, folder: Path) -> None:
             fix="load it with the base model it was trained from",
         ) from err
     saved = load_file(str(folder / ADAPTER_WEIGHTS))
-    params = {_saved_name(n): p for n, p in model.named_parameters() if "lora_" in n}
-    if set(saved) != set(params):
+    rows = {n: saved.pop(n) for n in [n for n in saved if TOKEN_DELTA in n]}
+    params = {_saved_name(n): p for n, p in model.named_parameters() if is_adapter_weight(n)}
+    if set(saved) != set(params) or len(rows) != (1 if tokens else 0):
         raise PersonaspaceError(
             f"the adapter weights in {folder} do not match its config and base model",
             fix="re-save the adapter, or load it with the base model it was trained from",
@@ -119,4 +155,17 @@ def inject_saved_adapter(model: nn.Module, folder: Path) -> None:
     with torch.no_grad():
         for name, param in params.items():
             param.data = saved[name].to(device=param.device, dtype=torch.float32)
+        if tokens:
+            _write_rows(model, tokens, next(iter(rows.values())), folder)
     model.requires_grad_(False)
+
+
+def _write_rows(model: nn.Module, tokens: list[int], values: torch.Tensor, folder: Path) -> None:
+    weight = model.get_input_embeddings().weight  # type: ignore[operator]
+    if values.shape != (len(tokens), weight.shape[1]) or max(tokens) >= weight.shape[0]:
+        raise PersonaspaceError(
+            f"the trained token rows in {folder} do not fit the base model's embedding",
+            fix="load it with the base model it was trained from",
+        )
+    index = torch.tensor(tokens, device=weight.device)
+    weight.index_copy_(0, index, values.to(weight))

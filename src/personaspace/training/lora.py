@@ -7,12 +7,14 @@ intervention and generation path works on the model being trained unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from torch import nn
 
 from personaspace.errors import PersonaspaceError
+from personaspace.models.adapter_folder import is_adapter_weight, peft_lora_config
 
 # Attention projections to adapt when none are named: query and value, or the fused
 # projection where an architecture has one (Phi-3, GPT-2, GPT-NeoX).
@@ -26,16 +28,20 @@ DEFAULT_TARGETS: tuple[tuple[str, ...], ...] = (
 
 @dataclass(frozen=True)
 class LoraSettings:
-    """Rank, scaling (``alpha / rank``), dropout and the module names to adapt."""
+    """Rank, scaling (``alpha / rank``), dropout, the module names to adapt and the token
+    ids whose embedding rows train too (peft's trainable tokens: a base model's chat
+    special tokens, never seen in pre-training, get rows it can learn to predict)."""
 
     rank: int = 8
     alpha: int = 16
     dropout: float = 0.0
     target_modules: tuple[str, ...] | None = None
+    trainable_tokens: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["target_modules"] = list(self.target_modules) if self.target_modules else None
+        data["trainable_tokens"] = list(self.trainable_tokens)
         return data
 
 
@@ -92,6 +98,12 @@ def check_settings(settings: LoraSettings) -> None:
         raise PersonaspaceError(
             f"dropout is {settings.dropout}", fix="use a value in [0, 1)", param="dropout"
         )
+    if len(set(settings.trainable_tokens)) != len(settings.trainable_tokens):
+        raise PersonaspaceError(
+            f"trainable tokens repeat: {list(settings.trainable_tokens)}",
+            fix="name each token once",
+            param="trainable_tokens",
+        )
 
 
 def add_lora(model: nn.Module, settings: LoraSettings) -> tuple[str, ...]:
@@ -105,24 +117,17 @@ def add_lora(model: nn.Module, settings: LoraSettings) -> tuple[str, ...]:
         >>> add_lora(lm.model, LoraSettings(rank=4))  # doctest: +SKIP
         ('q_proj', 'v_proj')
     """
-    from peft import LoraConfig, inject_adapter_in_model
+    from peft import inject_adapter_in_model
 
     check_settings(settings)
     targets = resolve_targets(model, settings.target_modules)
-    config = LoraConfig(
-        r=settings.rank,
-        lora_alpha=settings.alpha,
-        lora_dropout=settings.dropout,
-        target_modules=list(targets),
-        bias="none",
-        fan_in_fan_out=transposed(model, targets),
-    )
+    config = peft_lora_config(lora_config(settings, targets, transposed(model, targets)))
     model.requires_grad_(False)
     inject_adapter_in_model(config, model)
     for name, param in model.named_parameters():
-        if "lora_" in name:
+        if is_adapter_weight(name):
             param.data = param.data.float()  # adapters train in fp32 on a bf16 base
-        param.requires_grad_("lora_" in name)
+        param.requires_grad_(is_adapter_weight(name))
     return targets
 
 
@@ -144,4 +149,23 @@ def lora_config(
         "lora_dropout": settings.dropout,
         "target_modules": sorted(targets),
         "fan_in_fan_out": fan_in_fan_out,
+        "trainable_token_indices": list(settings.trainable_tokens) or None,
     }
+
+
+def token_ids(tokenizer: Any, names: Sequence[str]) -> tuple[int, ...]:
+    """The vocabulary ids of tokens named as the tokenizer spells them (``<end_of_turn>``),
+    refusing a name that is not one token of its vocabulary.
+
+    Example:
+        >>> token_ids(lm.tokenizer, ["<start_of_turn>", "<end_of_turn>"])  # doctest: +SKIP
+        (105, 106)
+    """
+    vocab = tokenizer.get_vocab()
+    missing = [n for n in names if n not in vocab]
+    if missing:
+        raise PersonaspaceError(
+            f"--train-tokens: {', '.join(missing)} is not a token of this model's vocabulary",
+            fix="name tokens as the tokenizer spells them, e.g. <end_of_turn>",
+        )
+    return tuple(int(vocab[n]) for n in names)
