@@ -17,6 +17,7 @@ of a loaded model (or run folders) so that the study script only orchestrates:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from personaspace.experiments.scoring import capability_prompt, chance_accuracy,
 from personaspace.models.loading import LoadedModel
 from personaspace.monitor.transcripts import Transcript
 from personaspace.monitor.validate import validate_axis
-from personaspace.pipeline.aggregate import aggregate
+from personaspace.pipeline.aggregate import aggregate, save_aggregate
 from personaspace.pipeline.diagnose import NULL_SEED, random_init_model
 from personaspace.pipeline.work import item_seed
 from personaspace.runfolder import RunFolder
@@ -184,24 +185,17 @@ def random_init_rung(
     target.path.mkdir(parents=True, exist_ok=True)
     model_id = f"random-init:{header.get('model_id')} (seed {seed})"
     target.write_header({**header, "model_id": model_id, "random_init_of": str(folder.path)})
-    meta = {
-        "model_id": model_id,
-        "layers": layers,
-        "hidden_size": lm.adapter.hidden_size,
-        "n_layers": lm.adapter.n_layers,
-        "reduction": "response_mean",
-        "unit": "raw residual stream (post-block), teacher-forced over the source's replies",
-    }
-    target.save_vectors(
-        meta,
-        roles=agg.role_vectors,
-        role_counts=agg.role_counts,
-        default=agg.default_vector,
-        default_count=sum(r["kind"] == "default" for r in records),
-        traits={},
-        trait_counts={},
+    save_aggregate(
+        target,
+        replace(agg, trait_vectors={}, trait_pair_counts={}),  # the rung compares roles
+        records,
+        model_id=model_id,
+        layers=layers,
+        hidden_size=lm.adapter.hidden_size,
+        n_layers=lm.adapter.n_layers,
+        unit="raw residual stream (post-block), teacher-forced over the source's replies",
+        axis_layer=layer,
     )
-    target.save_axis(agg.axis, meta, layer)
     target.write_summary(
         {
             "model_id": model_id,

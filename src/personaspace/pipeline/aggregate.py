@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from personaspace.runfolder import ResponseRecord
+from personaspace.runfolder import ResponseRecord, RunFolder
 
 
 @dataclass
@@ -128,3 +128,44 @@ def aggregate(
         pair_counts,
         dropped_traits,
     )
+
+
+def save_aggregate(
+    folder: RunFolder,
+    agg: Aggregate,
+    records: Sequence[ResponseRecord],
+    *,
+    model_id: str,
+    layers: Sequence[int],
+    hidden_size: int,
+    n_layers: int,
+    unit: str = "raw residual stream (post-block)",
+    axis_layer: int | None = None,
+) -> dict[str, object]:
+    """Write ``agg``'s role, default and trait vectors (and, at ``axis_layer``, its axis) to
+    ``folder``; returns the vector metadata written beside them.
+
+    Example:
+        >>> save_aggregate(RunFolder("runs/x"), agg, records, model_id="m", layers=[0, 1],
+        ...                hidden_size=64, n_layers=2, axis_layer=1)  # doctest: +SKIP
+    """
+    meta: dict[str, object] = {
+        "model_id": model_id,
+        "layers": list(layers),
+        "hidden_size": hidden_size,
+        "n_layers": n_layers,
+        "reduction": "response_mean",
+        "unit": unit,
+    }
+    folder.save_vectors(
+        meta,
+        roles=agg.role_vectors,
+        role_counts=agg.role_counts,
+        default=agg.default_vector,
+        default_count=sum(r["kind"] == "default" for r in records),
+        traits=agg.trait_vectors,
+        trait_counts=agg.trait_pair_counts,
+    )
+    if axis_layer is not None:
+        folder.save_axis(agg.axis, meta, axis_layer)
+    return meta

@@ -32,7 +32,7 @@ from personaspace.judge import Judge, make_judge
 from personaspace.models import LoadedModel, load_model
 from personaspace.models.device import Placement, resolve_placement
 from personaspace.monitor.validate import read_validation_set, validate_axis
-from personaspace.pipeline.aggregate import Aggregate, aggregate
+from personaspace.pipeline.aggregate import Aggregate, aggregate, save_aggregate
 from personaspace.pipeline.calibrate import calibrate_run
 from personaspace.pipeline.config import AxisConfig
 from personaspace.pipeline.diagnose import random_init_null, reply_diagnostics, reply_set, verdict
@@ -472,27 +472,18 @@ def _write(
     the summary, and re-aggregating the stored replies rebuilds it)."""
     facts = loaded.facts
     folder.write_records(records)
-    meta = {
-        "model_id": facts.model_id,
-        "layers": loaded.layers,
-        "hidden_size": facts.adapter.hidden_size,
-        "n_layers": facts.adapter.n_layers,
-        "reduction": "response_mean",
-        "unit": "raw residual stream (post-block)",
-    }
-    folder.save_vectors(
-        meta,
-        roles=agg.role_vectors,
-        role_counts=agg.role_counts,
-        default=agg.default_vector,
-        default_count=sum(r["kind"] == "default" for r in records),
-        traits=agg.trait_vectors,
-        trait_counts=agg.trait_pair_counts,
-    )
     folder.file(VALIDATION_FILE).unlink(missing_ok=True)  # it read the axis this replaces
-    if axis_layer is not None:
-        folder.save_axis(agg.axis, meta, axis_layer)
-    else:
+    save_aggregate(
+        folder,
+        agg,
+        records,
+        model_id=facts.model_id,
+        layers=loaded.layers,
+        hidden_size=facts.adapter.hidden_size,
+        n_layers=facts.adapter.n_layers,
+        axis_layer=axis_layer,
+    )
+    if axis_layer is None:
         for stale in (AXIS_FILE, CALIBRATION_FILE, CAPPING_FILE, REPORT_FILE):
             folder.file(stale).unlink(missing_ok=True)
 
