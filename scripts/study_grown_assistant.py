@@ -236,7 +236,7 @@ def report(result: dict[str, Any], root: Path) -> str:
         "## Did it become an assistant? (under each rung's default prompt)",
         "",
         "| rung | progress | chat format | AI identity (self-description) | capability "
-        "(chance) | ended its turn | identity reply tokens |",
+        "(chance) | ended its turn (self-description, 256 tokens) | identity reply tokens |",
         "|---|---|---|---|---|---|---|",
     ]
     progress = {r["label"]: r["progress"] for r in result["rungs"]}
@@ -247,7 +247,7 @@ def report(result: dict[str, Any], root: Path) -> str:
             f"| {label} | {'-' if p is None else f'{100 * p:.0f} %'} "
             f"| {'template' if found['chat_format'] else 'transcript'} "
             f"| {_pct(found['ai_identity'])} | {_pct(cap)} ({100 * cap['chance']:.0f} %) "
-            f"| {_pct(found['ended_turn'])} | {found['mean_identity_tokens']:.0f} |"
+            f"| {_pct(found['identity_ended_turn'])} | {found['mean_identity_tokens']:.0f} |"
         )
     out += ["", "## The ladder (compare --ladder)", ""]
     table = (root / "ladder" / "ladder.md").read_text(encoding="utf-8").strip()

@@ -40,7 +40,8 @@ from personaspace.pipeline.work import item_seed
 from personaspace.runfolder import RunFolder
 
 IDENTITY_CATEGORY = "self_description"
-IDENTITY_SAMPLING = SamplingConfig(max_new_tokens=96, temperature=0.7, top_p=0.9)
+# room to finish: the study's training answers are at most 192 tokens
+IDENTITY_SAMPLING = SamplingConfig(max_new_tokens=256, temperature=0.7, top_p=0.9)
 CAPABILITY_SAMPLING = SamplingConfig(max_new_tokens=24)
 
 
