@@ -59,6 +59,7 @@ class Plan:
     capability: int
     monitor_directions: int
     cut_transcripts: int | None = None  # characters per message (tiny models' short context)
+    identity_tokens: int = 256  # new tokens of a self-description reply (room to finish)
 
 
 def lines(path: Path) -> int:
@@ -142,7 +143,10 @@ def evidence(plan: Plan, ladder: list[tuple[str, str, float | None]]) -> dict[st
         if not path.is_file():
             print(f"\nevidence: {label}", flush=True)
             found = assistant_evidence(
-                load_model(spec), load_catalogue(), capability=plan.capability
+                load_model(spec),
+                load_catalogue(),
+                capability=plan.capability,
+                identity_tokens=plan.identity_tokens,
             )
             write_json(path, found)
         out[label] = json.loads(path.read_text(encoding="utf-8"))
@@ -225,6 +229,7 @@ def _null_cell(entry: dict[str, Any], figure: str) -> str:
 def report(result: dict[str, Any], root: Path) -> str:
     """study.md: the tables of docs/studies/grown-assistant.md, from study.json."""
     card = result["data_card"]
+    limit = next(iter(result["evidence"].values()), {}).get("identity_max_new_tokens", "?")
     out = [
         "# Grown-assistant study: the tables (written by scripts/study_grown_assistant.py)",
         "",
@@ -236,7 +241,7 @@ def report(result: dict[str, Any], root: Path) -> str:
         "## Did it become an assistant? (under each rung's default prompt)",
         "",
         "| rung | progress | chat format | AI identity (self-description) | capability "
-        "(chance) | ended its turn (self-description, 256 tokens) | identity reply tokens |",
+        f"(chance) | ended its turn (self-description, {limit} tokens) | identity reply tokens |",
         "|---|---|---|---|---|---|---|",
     ]
     progress = {r["label"]: r["progress"] for r in result["rungs"]}
@@ -337,6 +342,7 @@ def dry_plan(root: Path) -> Plan:
         capability=4,
         monitor_directions=10,
         cut_transcripts=12,
+        identity_tokens=32,
     )  # fmt: skip
 
 

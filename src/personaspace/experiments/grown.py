@@ -73,6 +73,7 @@ def assistant_evidence(
     catalogue: Catalogue,
     *,
     capability: int = 40,
+    identity_tokens: int = IDENTITY_SAMPLING.max_new_tokens,
     seed: int = 0,
     batch_size: int | None = None,
 ) -> dict[str, Any]:
@@ -98,7 +99,7 @@ def assistant_evidence(
         replies = generate(
             lm,
             [format_prompt(lm, q, system) for q in questions],
-            IDENTITY_SAMPLING.for_model(lm.chat_tuned),
+            replace(IDENTITY_SAMPLING, max_new_tokens=identity_tokens).for_model(lm.chat_tuned),
             reductions=(),
             seeds=[item_seed(seed, f"grown/identity/{q}") for q in questions],
             batch_size=batch_size,
@@ -119,6 +120,7 @@ def assistant_evidence(
         "capability": {**accuracy, "chance": chance_accuracy(items)},
         "ended_turn": share([g.finish_reason == "stop" for g in [*replies, *answers]]),
         "identity_ended_turn": share([g.finish_reason == "stop" for g in replies]),
+        "identity_max_new_tokens": identity_tokens,
         "mean_identity_tokens": sum(len(g.token_ids) for g in replies) / max(len(replies), 1),
         "identity_replies": [{"question": q, "reply": g.text} for q, g in zip(questions, replies)],
         "capability_answers": [
