@@ -177,7 +177,7 @@ def ray_options(args: argparse.Namespace) -> RayOptions | None:
         >>> ray_options(argparse.Namespace(ray=None, workers=None, threads=None)) is None
         True
     """
-    threads = getattr(args, "threads", None)
+    threads = args.threads
     if threads is not None and threads < 1:
         raise PersonaspaceError(f"--threads is {threads}", fix="use 1 or more")
     if args.ray is None:

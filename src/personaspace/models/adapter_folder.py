@@ -145,9 +145,9 @@ def inject_saved_adapter(model: nn.Module, folder: Path) -> None:
             fix="load it with the base model it was trained from",
         ) from err
     saved = load_file(str(folder / ADAPTER_WEIGHTS))
-    rows = {n: saved.pop(n) for n in [n for n in saved if TOKEN_DELTA in n]}
+    rows = [saved.pop(n) for n in list(saved) if TOKEN_DELTA in n]
     params = {_saved_name(n): p for n, p in model.named_parameters() if is_adapter_weight(n)}
-    if set(saved) != set(params) or len(rows) != (1 if tokens else 0):
+    if set(saved) != set(params) or len(rows) != bool(tokens):
         raise PersonaspaceError(
             f"the adapter weights in {folder} do not match its config and base model",
             fix="re-save the adapter, or load it with the base model it was trained from",
@@ -156,7 +156,7 @@ def inject_saved_adapter(model: nn.Module, folder: Path) -> None:
         for name, param in params.items():
             param.data = saved[name].to(device=param.device, dtype=torch.float32)
         if tokens:
-            _write_rows(model, tokens, next(iter(rows.values())), folder)
+            _write_rows(model, tokens, rows[0], folder)
     model.requires_grad_(False)
 
 

@@ -141,9 +141,9 @@ def save_aggregate(
     n_layers: int,
     unit: str = "raw residual stream (post-block)",
     axis_layer: int | None = None,
-) -> dict[str, object]:
+) -> None:
     """Write ``agg``'s role, default and trait vectors (and, at ``axis_layer``, its axis) to
-    ``folder``; returns the vector metadata written beside them.
+    ``folder``, with the vector metadata beside them.
 
     Example:
         >>> save_aggregate(RunFolder("runs/x"), agg, records, model_id="m", layers=[0, 1],
@@ -168,4 +168,3 @@ def save_aggregate(
     )
     if axis_layer is not None:
         folder.save_axis(agg.axis, meta, axis_layer)
-    return meta
