@@ -165,6 +165,31 @@ def compare_ladder(plan: Plan, ladder: list[tuple[str, str, float | None]], rand
     return json.loads((out / "ladder.json").read_text(encoding="utf-8"))
 
 
+def reliability(plan: Plan, ladder: list[tuple[str, str, float | None]]) -> dict[str, Any]:
+    """Each rung's axis diagnostics at its analysis layer: how far two estimates of the
+    same rung's axis agree, and so how close to 1 its cosine with another rung can come."""
+    out: dict[str, Any] = {}
+    for label, _, _ in ladder:
+        summary = json.loads(
+            (plan.root / f"axis-{label}" / "summary.json").read_text(encoding="utf-8")
+        )
+        found = summary["diagnostics"]
+        layer = found["analysis_layer"]["layer"]
+        by_questions, by_prompts = (
+            None if found[key] is None else found[key][layer]
+            for key in ("split_half_questions", "split_half_prompts")
+        )  # None: too few questions or prompts to split
+        out[label] = {
+            "layer": layer,
+            "roles_kept": summary["counts"]["roles_kept"],
+            "cos_axis_pc1": found["bootstrap"]["cos_axis_pc1"],
+            "split_half_questions": by_questions,
+            "split_half_prompts": by_prompts,
+            "reliability": None if by_questions is None else 2 * by_questions / (1 + by_questions),
+        }
+    return out
+
+
 def steering(plan: Plan, final_model: str) -> dict[str, Any]:
     base, final = plan.root / "axis-base", plan.root / "axis-final"
     jobs = {
@@ -257,6 +282,41 @@ def report(result: dict[str, Any], root: Path) -> str:
     out += ["", "## The ladder (compare --ladder)", ""]
     table = (root / "ladder" / "ladder.md").read_text(encoding="utf-8").strip()
     out.append(table.removeprefix("# The ladder").strip())
+    out += [
+        "",
+        "## Each rung's own reliability (its axis run's diagnostics, analysis layer)",
+        "",
+        "Split halves: the cosine of the axes of two disjoint halves of the questions (of the "
+        "role prompts); full-data reliability by Spearman-Brown, 2r / (1 + r), read as if the "
+        "cosine were a correlation; the ceiling of cos(axis, final) that two noisy estimates "
+        "of one direction would reach, sqrt(rel x rel_final).",
+        "",
+        "| rung | roles kept | cos(axis, PC1) [95 % CI] | split-half questions / prompts "
+        "| reliability | ceiling of cos with final | cos(axis, final) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    cos_final = {r["label"]: r.get("axis_cos_final") for r in result["ladder"]["rungs"]}
+    rel = result["reliability"]
+    final_rel = rel[list(rel)[-1]]["reliability"]
+    for label, found in rel.items():
+        boot, mine = found["cos_axis_pc1"], found["reliability"]
+        ceiling = (
+            None
+            if mine is None or final_rel is None or label == list(rel)[-1]
+            else math.sqrt(max(mine, 0.0) * max(final_rel, 0.0))
+        )
+        cells = [cos_final.get(label), found["split_half_questions"],
+                 found["split_half_prompts"], mine, ceiling]  # fmt: skip
+        measured, halves_q, halves_p, mine_s, ceiling_s = (
+            "-" if v is None else f"{v:.3f}" for v in cells
+        )
+        interval = "-" if boot is None else (
+            f"{boot['estimate']:.3f} [{boot['low']:.3f}, {boot['high']:.3f}]"
+        )  # fmt: skip
+        out.append(
+            f"| {label} | {found['roles_kept']} | {interval} | {halves_q} / {halves_p} "
+            f"| {mine_s} | {ceiling_s} | {measured} |"
+        )
     out += ["", "## Steering (steer-base), beside norm-matched random directions", ""]
     for name, found in result["steering"].items():
         out += [
@@ -307,6 +367,7 @@ def study(plan: Plan) -> dict[str, Any]:
         },
         "rungs": [{"label": lb, "model": spec, "progress": p} for lb, spec, p in ladder],
         "ladder": compare_ladder(plan, ladder, random),
+        "reliability": reliability(plan, ladder),
         "evidence": evidence(plan, ladder),
         "steering": steering(plan, ladder[-1][1]),
         "monitoring": monitoring(plan, ladder[-1][1]),
