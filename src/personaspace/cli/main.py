@@ -16,6 +16,7 @@ from personaspace.cli import (
     catalogue_cmd,
     chat_cmd,
     compare_cmd,
+    consistency_cmd,
     data_cmd,
     drift_cmd,
     export_cmd,
@@ -47,6 +48,7 @@ COMMANDS = (
     monitor_cmd,
     chat_cmd,
     drift_cmd,
+    consistency_cmd,
     cap_eval_cmd,
     serve_cmd,
 )
