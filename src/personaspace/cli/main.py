@@ -20,6 +20,7 @@ from personaspace.cli import (
     data_cmd,
     drift_cmd,
     export_cmd,
+    inventory_cmd,
     models_cmd,
     monitor_cmd,
     screen_cmd,
@@ -49,6 +50,7 @@ COMMANDS = (
     chat_cmd,
     drift_cmd,
     consistency_cmd,
+    inventory_cmd,
     cap_eval_cmd,
     serve_cmd,
 )
