@@ -22,9 +22,22 @@ from personaspace.cli.common import (
     parse_layers,
 )
 from personaspace.errors import PersonaspaceError
+from personaspace.monitor.forecast import (
+    ForecastDecision,
+    Forecaster,
+    ForecastGate,
+    load_forecaster,
+    threshold_for,
+)
 from personaspace.monitor.live import LiveChat, TurnResult
 from personaspace.monitor.transcripts import Transcript, write_transcript
-from personaspace.runfolder import CAPPING_FILE, RunFolder, calibration_for, run_folder_for
+from personaspace.runfolder import (
+    CAPPING_FILE,
+    RunFolder,
+    calibration_for,
+    load_axis,
+    run_folder_for,
+)
 from personaspace.vectors.capping import load_capping_config
 from personaspace.vectors.intervention import SCOPES, Intervention, steer_along_axis
 
@@ -43,6 +56,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--cap", default=None, metavar="EXPERIMENT", help="e.g. layers_11:19-p25")
     parser.add_argument(
         "--capping-config", default=None, help=f"capping config (default RUN/{CAPPING_FILE})"
+    )
+    parser.add_argument(
+        "--cap-when-forecast",
+        default=None,
+        metavar="THRESHOLD",
+        help="apply --cap only to replies forecast below THRESHOLD (a projection, or 'floor': "
+        "the forecaster's calibrated floor); needs --forecaster",
+    )
+    parser.add_argument(
+        "--forecaster", default=None, metavar="FILE", help="from personaspace forecast fit"
     )
     parser.add_argument(
         "--steer",
@@ -81,6 +104,34 @@ def _capping(args: argparse.Namespace) -> list[Intervention]:
             "--cap needs a capping config", fix="pass --capping-config FILE or a run folder"
         )
     return load_capping_config(path).interventions(args.cap, scope=args.scope)
+
+
+def _forecast_gate(args: argparse.Namespace) -> tuple[Forecaster, str] | None:
+    """``--forecaster`` and ``--cap-when-forecast``, checked before the model loads."""
+    threshold, path = getattr(args, "cap_when_forecast", None), getattr(args, "forecaster", None)
+    if threshold is None and path is None:
+        return None
+    if threshold is None or path is None:
+        raise PersonaspaceError(
+            "--cap-when-forecast and --forecaster go together",
+            fix="give both, e.g. --forecaster F.safetensors --cap-when-forecast floor",
+        )
+    if args.cap is None:
+        raise PersonaspaceError(
+            "--cap-when-forecast needs a cap to trigger", fix="add --cap EXPERIMENT"
+        )
+    forecaster = load_forecaster(path)
+    threshold_for(threshold, forecaster)  # refuses a bad threshold now
+    forecaster.check_axis(load_axis(args.axis))
+    return forecaster, threshold
+
+
+def _forecast_line(decision: ForecastDecision) -> str:
+    verdict = "below: cap applied" if decision.capped else "not below: no cap"
+    return (
+        f"  forecast {decision.forecast:.3f} vs threshold {decision.threshold:.3f} ({verdict}; "
+        f"{decision.seconds * 1000:.0f} ms)"
+    )
 
 
 def _lines(stream: TextIO, interactive: bool) -> Iterator[str]:
@@ -129,9 +180,16 @@ def run_chat(args: argparse.Namespace) -> int:
     )
     check_model_options(args)
     caps = _capping(args)
+    gating = _forecast_gate(args)
     axis, lm = load_axis_and_model(args.axis, args.model, args)
     steering: list[Intervention] = []
     chat = LiveChat(lm, axis, system=args.system, layers=layers, sampling=sampling)
+    gate = None
+    if gating is not None:
+        forecaster, threshold = gating
+        forecaster.check(lm, axis)
+        gate = ForecastGate(forecaster, threshold_for(threshold, forecaster))
+        chat.cap_gate = gate
     if args.steer is not None:
         unit = run_folder_for(args.axis, "steering").calibration()
         steering = steer_along_axis(axis, unit, args.steer, chat.layers, args.scope)
@@ -166,11 +224,14 @@ def run_chat(args: argparse.Namespace) -> int:
                     continue
                 caps_on = command[1] == "on"
                 chat.interventions = steering + (caps if caps_on else [])
+                chat.cap_gate = gate if caps_on else None
                 print(f"(cap {args.cap} {'on' if caps_on else 'off'})\n")
             else:
                 print(HELP + "\n")
             continue
         turn = chat.send(line)
+        if turn.forecast is not None:
+            print(_forecast_line(turn.forecast))
         _show(turn, floors, _cap_line(args.cap, caps, turn) if caps and caps_on else None)
         if args.save:
             meta = {"axis": axis.source, "turns": [t.to_json() for t in chat.turns]}

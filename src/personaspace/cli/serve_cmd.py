@@ -8,7 +8,9 @@ from pathlib import Path
 
 from personaspace.cli.common import add_model_options
 from personaspace.errors import PersonaspaceError
+from personaspace.monitor.forecast import Forecaster
 from personaspace.runfolder import CAPPING_FILE, calibration_for
+from personaspace.vectors.axis import Axis
 
 DEFAULT_AXIS = Path("runs/axis-smollm2-135m-instruct-quick")
 
@@ -36,6 +38,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="EXPERIMENT",
         help="cap every request by default (e.g. layers_11:19-p25); requests may override",
+    )
+    parser.add_argument(
+        "--cap-when-forecast",
+        default=None,
+        metavar="THRESHOLD",
+        help="apply a request's cap only when the reply's forecast is below THRESHOLD (a "
+        "projection, or 'floor': the forecaster's calibrated floor); needs --forecaster",
+    )
+    parser.add_argument(
+        "--forecaster", default=None, metavar="FILE", help="from personaspace forecast fit"
     )
     parser.add_argument(
         "--layers", default=None, help="layers to project at (default: the axis's middle one)"
@@ -86,6 +98,25 @@ def _capping_path(option: str | None, axis: Path) -> Path | None:
     return candidate if axis.is_dir() and candidate.is_file() else None
 
 
+def _forecaster(args: argparse.Namespace, axis: Axis) -> tuple[Forecaster, str] | None:
+    """``--forecaster`` and ``--cap-when-forecast`` checked (with the axis) before the model
+    loads; ``None`` when neither is given."""
+    from personaspace.monitor.forecast import load_forecaster, threshold_for
+
+    threshold, path = getattr(args, "cap_when_forecast", None), getattr(args, "forecaster", None)
+    if threshold is None and path is None:
+        return None
+    if threshold is None or path is None:
+        raise PersonaspaceError(
+            "--cap-when-forecast and --forecaster go together",
+            fix="give both, e.g. --forecaster F.safetensors --cap-when-forecast floor",
+        )
+    forecaster = load_forecaster(path)
+    threshold_for(threshold, forecaster)
+    forecaster.check_axis(axis)
+    return forecaster, threshold
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from personaspace.cli.common import (
         check_model_options,
@@ -123,8 +154,16 @@ def run_serve(args: argparse.Namespace) -> int:
     capping_path = _capping_path(args.capping, axis_path)
     capping = load_capping_config(capping_path) if capping_path else None
     calibration = calibration_for(axis_path)
+    gating = _forecaster(args, axis)
     spec = model_spec_for(axis, args.model)
     lm = load_model_as_asked(spec, args)
+    gate = None
+    if gating is not None:
+        from personaspace.monitor.forecast import ForecastGate, threshold_for
+
+        forecaster, threshold = gating
+        forecaster.check(lm, axis)
+        gate = ForecastGate(forecaster, threshold_for(threshold, forecaster))
     engine = ServeEngine(
         lm,
         axis,
@@ -135,6 +174,7 @@ def run_serve(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         top_p=args.top_p,
         names=[spec],
+        cap_gate=gate,
     )
     app = create_app(engine, limits=limits, api_key=api_key)
     print(f"model {lm.model_id}; axis {axis.source}; projecting at layers {engine.layers}")
@@ -145,6 +185,8 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"capping experiments: {', '.join(capping.ids)} ({default})")
     if calibration is None:
         print("no calibration: no thresholds on the chart and no steering")
+    if gate is not None:
+        print(f"caps apply only to replies forecast below {gate.threshold:.3f} ({args.forecaster})")
     auth = "bearer API key required" if api_key else "no API key"
 
     def ready(url: str) -> None:

@@ -32,6 +32,7 @@ from personaspace.errors import PersonaspaceError
 from personaspace.fileformat import finite_or_none
 from personaspace.interventions.hooks import InterventionHandle, intervene
 from personaspace.models.loading import LoadedModel
+from personaspace.monitor.forecast import ForecastDecision, ForecastGate, caps_for
 from personaspace.monitor.projection import resolve_layers
 from personaspace.vectors.axis import Axis
 from personaspace.vectors.intervention import Intervention
@@ -46,6 +47,8 @@ class TurnResult:
     ``cap_engaged[layer]``: reply tokens whose state a cap at that layer moved;
     ``cap_engaged_prompt[layer]``: the same over the prompt's positions (caps applied at all
     positions touch the prompt too). ``messages`` is the conversation ending with this reply.
+    ``forecast`` (with a cap gate only): the forecast of this reply's projection and whether
+    the caps were applied because of it.
     """
 
     text: str
@@ -59,6 +62,7 @@ class TurnResult:
     cap_engaged_prompt: dict[int, int] = field(default_factory=dict)
     token_projections: torch.Tensor | None = None
     token_texts: list[str] | None = None
+    forecast: ForecastDecision | None = None
 
     @property
     def capped(self) -> bool:
@@ -83,6 +87,8 @@ class TurnResult:
             "cap_engaged": {str(k): v for k, v in self.cap_engaged.items()},
             "cap_engaged_prompt": {str(k): v for k, v in self.cap_engaged_prompt.items()},
         }
+        if self.forecast is not None:
+            data["forecast"] = self.forecast.to_json()
         if self.token_projections is not None:
             data["tokens"] = {
                 "text": self.token_texts,
@@ -125,6 +131,7 @@ def chat_turn(
     interventions: Sequence[Intervention] = (),
     sampling: SamplingConfig | None = None,
     per_token: bool = False,
+    cap_gate: ForecastGate | None = None,
 ) -> TurnResult:
     """Generate the assistant's reply to ``messages`` and project it on ``axis``, in one pass.
 
@@ -136,6 +143,9 @@ def chat_turn(
         interventions: applied while generating (``steer``, ``cap``, ``ablate`` items).
         sampling: decoding settings (default greedy, 128 new tokens).
         per_token: also project every reply token.
+        cap_gate: forecast the reply's projection first (one extra forward pass over the
+            prompt, without interventions) and apply the ``cap`` items of ``interventions``
+            only when the forecast is below the gate's threshold (``TurnResult.forecast``).
 
     Example:
         >>> lm = load_model("smollm2-135m-instruct")  # doctest: +SKIP
@@ -153,8 +163,10 @@ def chat_turn(
     units = axis.units_at(chosen)  # [L, H]
     reductions = ("response_mean", "all_tokens") if per_token else ("response_mean",)
     config = (sampling or SamplingConfig()).for_model(lm.chat_tuned)
+    decision = None if cap_gate is None else cap_gate.decide(lm, axis, history)
+    applied = interventions if decision is None else caps_for(interventions, decision)
     with (
-        intervene(lm, interventions) as handle,
+        intervene(lm, applied) as handle,
         _prompt_snapshot(lm.model, handle) as prompt_counts,
     ):
         [g] = generate(lm, [prompt], config, layers=chosen, reductions=reductions, batch_size=1)
@@ -171,6 +183,7 @@ def chat_turn(
         prompt=prompt,
         cap_engaged={k: v - prompt_counts.get(k, 0) for k, v in counts.items()},
         cap_engaged_prompt={k: prompt_counts.get(k, 0) for k in counts},
+        forecast=decision,
     )
     if per_token:
         assert g.tokens is not None
@@ -184,7 +197,8 @@ class LiveChat:
     """A conversation with the model, monitored turn by turn.
 
     ``interventions`` may be changed between turns (e.g. switch a cap on or off); sampled
-    turns use seed ``sampling.seed + turn index`` so a replayed chat is reproducible.
+    turns use seed ``sampling.seed + turn index`` so a replayed chat is reproducible. With
+    ``cap_gate`` the caps among them apply only to replies forecast below its threshold.
 
     Example:
         >>> chat = LiveChat(lm, axis, system="You are a helpful assistant.")  # doctest: +SKIP
@@ -202,6 +216,7 @@ class LiveChat:
         interventions: Sequence[Intervention] = (),
         sampling: SamplingConfig | None = None,
         per_token: bool = False,
+        cap_gate: ForecastGate | None = None,
     ) -> None:
         axis.check_model(lm)
         self.lm, self.axis = lm, axis
@@ -210,6 +225,7 @@ class LiveChat:
         self.interventions: list[Intervention] = list(interventions)
         self.sampling = (sampling or SamplingConfig()).for_model(lm.chat_tuned)
         self.per_token = per_token
+        self.cap_gate = cap_gate
         self.turns: list[TurnResult] = []
 
     @property
@@ -232,6 +248,7 @@ class LiveChat:
             interventions=self.interventions,
             sampling=sampling,
             per_token=self.per_token,
+            cap_gate=self.cap_gate,
         )
         self.turns.append(result)
         return result
@@ -251,6 +268,7 @@ def run_conversation(
     interventions: Sequence[Intervention] = (),
     sampling: SamplingConfig | None = None,
     per_token: bool = False,
+    cap_gate: ForecastGate | None = None,
 ) -> Iterator[TurnResult]:
     """Play ``user_turns`` one by one, yielding each reply's result as soon as it is ready.
 
@@ -266,6 +284,7 @@ def run_conversation(
         interventions=interventions,
         sampling=sampling,
         per_token=per_token,
+        cap_gate=cap_gate,
     )
     for text in user_turns:
         yield chat.send(text)

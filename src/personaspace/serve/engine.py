@@ -23,6 +23,7 @@ from personaspace.conversation.messages import Message, as_messages
 from personaspace.errors import PersonaspaceError
 from personaspace.fileformat import finite_or_none
 from personaspace.models.loading import LoadedModel
+from personaspace.monitor.forecast import ForecastGate
 from personaspace.monitor.live import TurnResult, chat_turn
 from personaspace.monitor.projection import project_turns, resolve_layers
 from personaspace.monitor.transcripts import Transcript
@@ -74,8 +75,12 @@ class ServeEngine:
         temperature: float = 0.0,
         top_p: float = 1.0,
         names: Sequence[str] = (),
+        cap_gate: ForecastGate | None = None,
     ) -> None:
         axis.check_model(lm)
+        if cap_gate is not None:
+            cap_gate.forecaster.check(lm, axis)
+        self.cap_gate = cap_gate
         self.lm, self.axis, self.calibration, self.capping = lm, axis, calibration, capping
         self.layers = resolve_layers(axis, lm, layers)
         if default_cap is not None:
@@ -231,6 +236,7 @@ class ServeEngine:
                 interventions=plan.interventions,
                 sampling=sampling,
                 per_token=plan.per_token,
+                cap_gate=self.cap_gate if plan.cap is not None else None,
             )
         if on_text is not None:
             rest = text.finish(result.text)
@@ -256,6 +262,8 @@ class ServeEngine:
                 "tau": {str(k): v for k, v in plan.cap_taus.items()},
                 "scope": plan.scope,
             }
+            if result.forecast is not None:
+                data["cap"]["forecast"] = result.forecast.to_json()
         if result.token_projections is not None:
             data["tokens"] = {
                 "text": result.token_texts,
@@ -340,4 +348,14 @@ class ServeEngine:
             "capping": {"default": self.default_cap, "experiments": experiments},
             "sampling": {"temperature": self.temperature, "top_p": self.top_p},
             "context_tokens": self.context_tokens,
-        }
+        } | (
+            {}
+            if self.cap_gate is None
+            else {
+                "forecast": {
+                    "threshold": self.cap_gate.threshold,
+                    "floor": self.cap_gate.forecaster.floor,
+                    "features": list(self.cap_gate.forecaster.features),
+                }
+            }
+        )
