@@ -28,6 +28,9 @@ from pipeline_fixtures import make_tiny_model, make_user_catalogue
 from personaspace.cli.main import main
 from personaspace.errors import PersonaspaceError
 from personaspace.experiments import load_run_capping
+from personaspace.experiments.consistency_drift import consistency_by_condition
+from personaspace.judge.consistency import make_consistency_judge
+from personaspace.judge.personas import assistant_persona
 from personaspace.pipeline import AxisConfig, run_axis
 from personaspace.pipeline.distributed import RayOptions
 from personaspace.runfolder import RunFolder
@@ -371,7 +374,20 @@ def test_experiments_on_two_workers_write_what_one_process_writes(  # type: igno
     ray_args = ("--ray", cluster, "--workers", "2")
     assert main(_experiment(command, setup, reference, tmp_path, *extra, *ray_args)) == 0
     assert_same_tree(tmp_path, alone[command])  # no timings in these outputs: every byte
-    assert len(list(tmp_path.rglob("*.json"))) == (5 if command == "drift" else 6)
+    assert len(list(tmp_path.rglob("*.json"))) == 6  # drift: 4 transcripts + consistency
+
+
+def test_drift_reports_each_conditions_consistency_with_the_assistant(  # type: ignore[no-untyped-def]
+    alone, reference
+) -> None:
+    out = alone["drift"]
+    found = json.loads((out / "drift.json").read_text(encoding="utf-8"))["consistency"]
+    again = consistency_by_condition(out, assistant_persona(), make_consistency_judge("local"))
+    assert found == json.loads(json.dumps(again.summary()))  # what the folder's files give
+    assert sorted(found) == sorted(["none", load_run_capping(reference).ids[0]])
+    assert (out / "consistency.png").stat().st_size > 0
+    written = json.loads((out / "consistency.json").read_text(encoding="utf-8"))
+    assert sorted(written["per_condition"]) == sorted(found)
 
 
 def test_a_worker_killed_mid_condition_is_retried_elsewhere(  # type: ignore[no-untyped-def]

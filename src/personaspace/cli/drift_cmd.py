@@ -10,6 +10,7 @@ from tqdm import tqdm
 from personaspace.capture.sampling import SamplingConfig
 from personaspace.catalogue import SCENARIO_DOMAINS, load_catalogue
 from personaspace.cli.common import bar_warnings, on_ray, parse_names, ray_options
+from personaspace.cli.consistency_cmd import print_drift_consistency, write_drift_consistency
 from personaspace.cli.experiment_args import (
     add_axis_options,
     load_axis_arg,
@@ -17,6 +18,7 @@ from personaspace.cli.experiment_args import (
     out_folder,
 )
 from personaspace.experiments.conditions import baseline, cap_condition, load_run_capping
+from personaspace.experiments.consistency_drift import consistency_of_runs
 from personaspace.experiments.drift import (
     DRIFT_SAMPLING,
     DriftSettings,
@@ -27,6 +29,8 @@ from personaspace.experiments.drift import (
 from personaspace.experiments.drift_report import summarize_drift
 from personaspace.experiments.plots import plot_drift
 from personaspace.fileformat import atomic_write, write_json
+from personaspace.judge.consistency import make_consistency_judge
+from personaspace.judge.personas import assistant_persona
 from personaspace.pipeline.replicas import facts_of
 
 
@@ -108,6 +112,10 @@ def run(args: argparse.Namespace) -> int:
             )
     layer = layers[0]
     summary = summarize_drift(runs, layer, seed=args.seed)
+    consistency = consistency_of_runs(
+        runs, assistant_persona(), make_consistency_judge("local"), seed=args.seed
+    )
+    write_drift_consistency(out, consistency)
     write_json(
         out / "drift.json",
         {
@@ -119,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
             "conditions": {c.name: c.steering_config for c in conditions},
             "scenarios": {name: [t["scenario"] for t in ts] for name, ts in runs.items()},
             "summary": summary,
+            "consistency": consistency.summary(),
             "projections": {
                 name: {t["scenario"]: t["projections"]["per_turn"] for t in ts}
                 for name, ts in runs.items()
@@ -136,7 +145,12 @@ def run(args: argparse.Namespace) -> int:
         layer=layer,
     )
     _print_summary(summary)
-    print(f"\nwrote {out.resolve()}/ (drift.json, drift.csv, drift.png, transcripts/)")
+    print("\nconsistency with the Assistant's identity (local judge; 1 = no contradiction):")
+    print_drift_consistency(consistency)
+    print(
+        f"\nwrote {out.resolve()}/ (drift.json, drift.csv, drift.png, consistency.json, "
+        "consistency.csv, consistency.png, transcripts/)"
+    )
     return 0
 
 
