@@ -9,15 +9,10 @@ missing (``None``).
 
 from __future__ import annotations
 
-import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 
-import openai
-
-from personaspace.errors import PersonaspaceError
 from personaspace.judge.consistency import ConsistencyItem
-from personaspace.judge.openai import BAD_REPLY, CHECK_TIMEOUT_S, FIX, NO_KEY, RateLimiter, _problem
+from personaspace.judge.openai import ChatEndpoint
 
 WORD = re.compile(r"[a-z]+")
 PROMPT = (
@@ -61,10 +56,8 @@ def render(item: ConsistencyItem) -> str:
     )
 
 
-class OpenAIConsistencyJudge:
+class OpenAIConsistencyJudge(ChatEndpoint):
     """Asks a chat model behind ``{base_url}/chat/completions`` for a yes or no."""
-
-    name = "openai"
 
     def __init__(
         self,
@@ -77,44 +70,17 @@ class OpenAIConsistencyJudge:
         retries: int = 4,
         timeout_s: float = 60.0,
     ) -> None:
-        self.model = model or os.environ.get("PERSONASPACE_JUDGE_MODEL") or "gpt-4.1-mini"
-        self.base_url = (
-            base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-        ).rstrip("/")
-        key = api_key or os.environ.get("OPENAI_API_KEY") or ""
-        self.concurrency = concurrency
-        self.limiter = RateLimiter(rate_per_s)
-        self.client = openai.OpenAI(
-            base_url=self.base_url, api_key=key or NO_KEY, max_retries=retries, timeout=timeout_s
+        super().__init__(
+            model=model,
+            base_url=base_url,
+            api_key=api_key,
+            concurrency=concurrency,
+            rate_per_s=rate_per_s,
+            retries=retries,
+            timeout_s=timeout_s,
+            max_tokens=4,
         )
-        self.headers: dict[str, str | openai.Omit] = {} if key else {"Authorization": openai.omit}
-
-    def check(self) -> None:
-        """Fail within about 5 s, in one line, if the endpoint is unreachable or refuses."""
-        client = self.client.with_options(timeout=CHECK_TIMEOUT_S, max_retries=0)
-        try:
-            client.models.list(extra_headers=self.headers)
-        except (openai.OpenAIError, *BAD_REPLY) as err:
-            problem = f"the judge endpoint {self.base_url} {_problem(err)}"
-            raise PersonaspaceError(problem, fix=FIX) from err
-
-    def _ask(self, prompt: str) -> float | None:
-        self.limiter.wait()
-        try:
-            reply = self.client.chat.completions.create(
-                model=self.model,
-                messages=[{"role": "user", "content": prompt}],
-                temperature=0,
-                max_tokens=4,
-                extra_headers=self.headers,
-            )
-            content = reply.choices[0].message.content
-        except (openai.OpenAIError, *BAD_REPLY):
-            return None
-        return parse_verdict(content if isinstance(content, str) else None)
 
     def contradictions(self, items: list[ConsistencyItem]) -> list[float | None]:
-        prompts = [render(it) for it in items]
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            scores = list(pool.map(self._ask, prompts))
+        scores = [parse_verdict(r) for r in self.replies([render(it) for it in items])]
         return [None if not it.line.strip() else s for it, s in zip(items, scores)]

@@ -76,14 +76,15 @@ def _problem(err: Exception) -> str:
     return "answered GET /models with something other than an OpenAI model list"
 
 
-class OpenAIJudge:
-    """Scores with a chat model behind ``{base_url}/chat/completions``."""
+class ChatEndpoint:
+    """A chat model behind ``{base_url}/chat/completions``: the client, the rate limit, the
+    reachability check and one greedy reply per prompt, ``concurrency`` at a time (what
+    every judge that asks an endpoint shares)."""
 
     name = "openai"
 
     def __init__(
         self,
-        rubrics: dict[str, Rubric],
         *,
         model: str | None,
         base_url: str | None,
@@ -92,14 +93,15 @@ class OpenAIJudge:
         rate_per_s: float = 5.0,
         retries: int = 4,
         timeout_s: float = 60.0,
+        max_tokens: int = 16,
     ) -> None:
-        self.rubrics = rubrics
         self.model = model or os.environ.get("PERSONASPACE_JUDGE_MODEL") or "gpt-4.1-mini"
         self.base_url = (
             base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
         ).rstrip("/")
         key = api_key or os.environ.get("OPENAI_API_KEY") or ""
         self.concurrency = concurrency
+        self.max_tokens = max_tokens
         self.limiter = RateLimiter(rate_per_s)
         self.client = openai.OpenAI(
             base_url=self.base_url,
@@ -127,7 +129,7 @@ class OpenAIJudge:
                 model=self.model,
                 messages=[{"role": "user", "content": prompt}],
                 temperature=0,
-                max_tokens=16,
+                max_tokens=self.max_tokens,
                 extra_headers=self.headers,
             )
             content = reply.choices[0].message.content
@@ -135,10 +137,40 @@ class OpenAIJudge:
             return None
         return content if isinstance(content, str) else None
 
-    def _score_all(self, prompts: list[str], low: float, high: float) -> list[float | None]:
+    def replies(self, prompts: list[str]) -> list[str | None]:
+        """Every prompt's reply (``None`` where it failed), in order."""
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            replies = list(pool.map(self._ask, prompts))
-        return [None if r is None else parse_score(r, low, high) for r in replies]
+            return list(pool.map(self._ask, prompts))
+
+
+class OpenAIJudge(ChatEndpoint):
+    """Scores with a chat model behind ``{base_url}/chat/completions``."""
+
+    def __init__(
+        self,
+        rubrics: dict[str, Rubric],
+        *,
+        model: str | None,
+        base_url: str | None,
+        api_key: str | None,
+        concurrency: int = 4,
+        rate_per_s: float = 5.0,
+        retries: int = 4,
+        timeout_s: float = 60.0,
+    ) -> None:
+        super().__init__(
+            model=model,
+            base_url=base_url,
+            api_key=api_key,
+            concurrency=concurrency,
+            rate_per_s=rate_per_s,
+            retries=retries,
+            timeout_s=timeout_s,
+        )
+        self.rubrics = rubrics
+
+    def _score_all(self, prompts: list[str], low: float, high: float) -> list[float | None]:
+        return [None if r is None else parse_score(r, low, high) for r in self.replies(prompts)]
 
     def score_roles(self, items: list[RoleItem]) -> list[int | None]:
         rubric = self.rubrics["role_adherence"]
