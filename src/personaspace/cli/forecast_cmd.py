@@ -205,6 +205,13 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+def _versus(found: dict | None) -> dict[str, float | None]:
+    """The paired difference from the uncapped run as the table's columns."""
+    keys = ("mean_difference", "low", "high", "p_signflip")
+    names = ("vs_none", "vs_none_low", "vs_none_high", "vs_none_p")
+    return {n: None if found is None else found[k] for n, k in zip(names, keys)}
+
+
 def _fmt(value: object) -> str:
     if isinstance(value, float):
         return "-" if not np.isfinite(value) else f"{value:.3f}"
@@ -472,8 +479,13 @@ def run_compare(args: argparse.Namespace) -> int:
         "forecast_seconds_per_turn",
         "generate_seconds_per_turn",
     ]
+    columns[2:2] = ["vs_none", "vs_none_low", "vs_none_high", "vs_none_p"]
     rows = [
-        {**{k: r.get(k) for k in columns}, "accuracy": r["capability"]["accuracy"]}
+        {
+            **{k: r.get(k) for k in columns},
+            "accuracy": r["capability"]["accuracy"],
+            **_versus(r.get("versus_baseline")),
+        }
         for r in result["rows"]
     ]
     with atomic_write(out / "forecast_capping.csv") as handle:

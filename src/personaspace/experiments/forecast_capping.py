@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from personaspace.analysis.intervals import mean_interval
 from personaspace.capture import SamplingConfig, generate
 from personaspace.catalogue import CapabilityItem
 from personaspace.conversation.prompts import default_system, format_prompt
@@ -33,6 +34,7 @@ from personaspace.errors import PersonaspaceError
 from personaspace.experiments.conditions import Condition
 from personaspace.experiments.drift import DriftWork
 from personaspace.experiments.scoring import capability_prompt, is_correct
+from personaspace.experiments.stats import signflip_test
 from personaspace.interventions import intervene
 from personaspace.models.loading import LoadedModel
 from personaspace.monitor.forecast import ForecastDecision, ForecastGate
@@ -260,6 +262,39 @@ def _replies(transcripts: Sequence[dict[str, Any]]) -> dict[tuple[str, int], str
     return out
 
 
+def _scenario_means(transcripts: Sequence[dict[str, Any]], index: int) -> dict[str, float]:
+    """Each scenario's mean reply projection (the unit the intervals and tests resample)."""
+    out: dict[str, list[float]] = {}
+    for (scenario, _), value in _projections(transcripts, index).items():
+        out.setdefault(scenario, []).append(value)
+    return {scenario: float(np.mean(values)) for scenario, values in out.items()}
+
+
+def versus_baseline(
+    mine: dict[str, float], base: dict[str, float], *, seed: int = 0
+) -> dict[str, Any]:
+    """This condition's mean projection minus the baseline's, paired by scenario: the mean
+    difference, its bootstrap interval over scenarios and the sign-flip p.
+
+    Example:
+        >>> r = versus_baseline({"a": 2.0, "b": 3.0, "c": 5.0}, {"a": 1.0, "b": 1.0, "c": 2.0})
+        >>> r["mean_difference"], r["n"], r["p_signflip"]
+        (2.0, 3, 0.25)
+    """
+    shared = sorted(k for k in mine if k in base)
+    if not shared:
+        raise PersonaspaceError("no scenario in both conditions", fix="play both conditions")
+    differences = [mine[k] - base[k] for k in shared]
+    interval = mean_interval(differences, seed=seed)
+    return {
+        "mean_difference": interval.mean,
+        "low": interval.low,
+        "high": interval.high,
+        "n": len(shared),
+        "p_signflip": signflip_test(differences, seed=seed).p_value,
+    }
+
+
 def condition_summary(
     transcripts: Sequence[dict[str, Any]],
     baseline: Sequence[dict[str, Any]],
@@ -305,9 +340,11 @@ def condition_summary(
         if not d["capped"]
     ]
     pairs_ok = [(f, v) for f, v in pairs if v is not None]
+    scenario_means = _scenario_means(transcripts, index)
     row: dict[str, Any] = {
         "n_replies": len(values),
         "mean_projection": float(np.mean(list(values.values()))) if values else None,
+        "scenario_mean_projection": mean_interval(list(scenario_means.values())).to_json(),
         "mean_last_turn": float(np.mean(last)) if last else None,
         "share_below_floor": float(np.mean([v < floor for v in values.values()]))
         if values
@@ -358,6 +395,11 @@ def compare_conditions(
         row = condition_summary(
             runs[name], runs[baseline], layer=layer, floor=floor, always_capped=name == always
         )
+        if name != baseline:
+            index = list(runs[name][0]["projections"]["layers"]).index(layer)
+            row["versus_baseline"] = versus_baseline(
+                _scenario_means(runs[name], index), _scenario_means(runs[baseline], index)
+            )
         if capability is not None and name in capability:
             row["capability"] = capability[name].to_json()
         rows.append({"condition": name, "policy": kind, **row})
