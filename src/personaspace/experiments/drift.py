@@ -257,17 +257,37 @@ def play_condition(
             record = records[i]
             assert reply.response_mean is not None
             values = axis.project(reply.response_mean, chosen).tolist() if reply.token_ids else None
-            record["messages"] += [
-                {"role": "user", "content": turn},
-                {"role": "assistant", "content": reply.text},
-            ]
-            record["turns"] = int(record["turns"]) + 1
-            record["projections"]["per_turn"].append(values)
-            record["finish_reasons"].append(reply.finish_reason)
+            append_turn(record, turn, reply.text, reply.finish_reason, values)
             record["complete"] = record["turns"] == len(work.scenarios[i].user_turns)
         if on_turn is not None:
             on_turn([i for i, _ in active])
     return records
+
+
+def append_turn(
+    record: dict[str, Any],
+    user_turn: str,
+    reply: str,
+    finish_reason: str,
+    projection: list[float] | None,
+) -> None:
+    """Add one exchange to a conversation's transcript record (its messages, turn count,
+    per-turn projection and finish reason).
+
+    Example:
+        >>> record = {"messages": [], "turns": 0, "projections": {"per_turn": []},
+        ...           "finish_reasons": []}
+        >>> append_turn(record, "Hi", "Hello", "stop", [1.5])
+        >>> record["turns"], record["projections"]["per_turn"], record["finish_reasons"]
+        (1, [[1.5]], ['stop'])
+    """
+    record["messages"] += [
+        {"role": "user", "content": user_turn},
+        {"role": "assistant", "content": reply},
+    ]
+    record["turns"] = int(record["turns"]) + 1
+    record["projections"]["per_turn"].append(projection)
+    record["finish_reasons"].append(finish_reason)
 
 
 def _save(

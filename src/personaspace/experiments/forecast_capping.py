@@ -32,7 +32,7 @@ from personaspace.catalogue import CapabilityItem
 from personaspace.conversation.prompts import default_system, format_prompt
 from personaspace.errors import PersonaspaceError
 from personaspace.experiments.conditions import Condition
-from personaspace.experiments.drift import DriftWork
+from personaspace.experiments.drift import DriftWork, append_turn
 from personaspace.experiments.scoring import capability_prompt, is_correct
 from personaspace.experiments.stats import signflip_test
 from personaspace.interventions import intervene
@@ -155,13 +155,7 @@ def play_forecast_condition(
         for (i, turn), reply, decision in zip(active, replies, decisions):
             record = records[i]
             values = axis.project(reply.response_mean, chosen).tolist() if reply.token_ids else None
-            record["messages"] += [
-                {"role": "user", "content": turn},
-                {"role": "assistant", "content": reply.text},
-            ]
-            record["turns"] = int(record["turns"]) + 1
-            record["projections"]["per_turn"].append(values)
-            record["finish_reasons"].append(reply.finish_reason)
+            append_turn(record, turn, reply.text, reply.finish_reason, values)
             record["forecast"].append(decision.to_json())
             record["generate_seconds"].append(seconds / len(active))
             record["complete"] = record["turns"] == len(work.scenarios[i].user_turns)
