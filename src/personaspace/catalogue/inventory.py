@@ -18,12 +18,12 @@ reverse-keyed item: its answer is mirrored, ``low + high - value``). A trait's
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from personaspace.catalogue.load import read_json
 from personaspace.errors import PersonaspaceError
 
 BUILTIN_INVENTORY = Path(__file__).resolve().parent / "data" / "inventory" / "big_five.json"
@@ -247,13 +247,4 @@ def load_inventory(path: str | Path | None = None) -> Inventory:
     label = file.name
     if not file.is_file():
         raise PersonaspaceError(f"inventory file {file} does not exist", fix="check the path")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise PersonaspaceError(
-            f"{label}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})",
-            fix="fix the JSON syntax",
-        ) from err
-    except UnicodeDecodeError as err:
-        raise PersonaspaceError(f"{label}: not UTF-8 text", fix="save it as UTF-8") from err
-    return parse_inventory(data, label)
+    return parse_inventory(read_json(file, label), label)

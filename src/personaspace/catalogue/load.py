@@ -33,7 +33,11 @@ OTHER_FILES = {"default.json", "rubrics.json"}
 
 
 def _read(path: Path, root: Path) -> Any:
-    label = str(path.relative_to(root))
+    return read_json(path, str(path.relative_to(root)))
+
+
+def read_json(path: Path, label: str) -> Any:
+    """A catalogue file's JSON; a syntax or encoding error is one line naming ``label``."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:

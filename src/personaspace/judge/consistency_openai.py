@@ -59,27 +59,7 @@ def render(item: ConsistencyItem) -> str:
 class OpenAIConsistencyJudge(ChatEndpoint):
     """Asks a chat model behind ``{base_url}/chat/completions`` for a yes or no."""
 
-    def __init__(
-        self,
-        *,
-        model: str | None,
-        base_url: str | None,
-        api_key: str | None,
-        concurrency: int = 4,
-        rate_per_s: float = 5.0,
-        retries: int = 4,
-        timeout_s: float = 60.0,
-    ) -> None:
-        super().__init__(
-            model=model,
-            base_url=base_url,
-            api_key=api_key,
-            concurrency=concurrency,
-            rate_per_s=rate_per_s,
-            retries=retries,
-            timeout_s=timeout_s,
-            max_tokens=4,
-        )
+    max_tokens = 4  # "yes" or "no"
 
     def contradictions(self, items: list[ConsistencyItem]) -> list[float | None]:
         scores = [parse_verdict(r) for r in self.replies([render(it) for it in items])]

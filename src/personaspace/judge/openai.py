@@ -82,6 +82,7 @@ class ChatEndpoint:
     every judge that asks an endpoint shares)."""
 
     name = "openai"
+    max_tokens = 16  # of each reply
 
     def __init__(
         self,
@@ -93,7 +94,6 @@ class ChatEndpoint:
         rate_per_s: float = 5.0,
         retries: int = 4,
         timeout_s: float = 60.0,
-        max_tokens: int = 16,
     ) -> None:
         self.model = model or os.environ.get("PERSONASPACE_JUDGE_MODEL") or "gpt-4.1-mini"
         self.base_url = (
@@ -101,7 +101,6 @@ class ChatEndpoint:
         ).rstrip("/")
         key = api_key or os.environ.get("OPENAI_API_KEY") or ""
         self.concurrency = concurrency
-        self.max_tokens = max_tokens
         self.limiter = RateLimiter(rate_per_s)
         self.client = openai.OpenAI(
             base_url=self.base_url,
