@@ -21,6 +21,7 @@ from personaspace.cli.main import main
 from personaspace.conversation.prompts import format_prompt
 from personaspace.errors import PersonaspaceError
 from personaspace.experiments.inventory import (
+    ORDERS,
     Administration,
     InventoryPrompt,
     ItemAnswer,
@@ -29,11 +30,14 @@ from personaspace.experiments.inventory import (
     inventory_prompts,
 )
 from personaspace.experiments.inventory_stats import (
+    answer_values,
+    calibrated_probs,
     cronbach_alpha,
     expected_value,
     item_scores,
     option_shares,
     prompt_projections,
+    reading_check,
     summarise_scale,
 )
 from personaspace.runfolder import RunFolder
@@ -283,25 +287,48 @@ def test_inventory_cli_writes_the_results(tmp_path: Path, capsys) -> None:  # ty
     (tmp_path / "short.json").write_text(json.dumps(SHORT))
     run = _tiny_run(tmp_path, model, 64)
     out = tmp_path / "inventory.json"
+    (tmp_path / "short.json").write_text(json.dumps({**SHORT, "content_free": ["N/A", ""]}))
     argv = ["inventory", "--model", str(model), "--inventory", str(tmp_path / "short.json"),
             "--axis", str(run), "--variants", "2", "--baseline", "1", "--roles", "therapist",
             "--device", "cpu", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "extraversion" in table and "agreeableness" in table
+    assert "order agreement (raw, 4 items" in table and "order agreement (calibrated" in table
     data = json.loads(out.read_text())
     assert data["settings"]["layer"] == 1 and data["settings"]["roles"] == ["therapist"]
+    assert data["settings"]["orders"] == ["forward", "reversed"] and data["settings"]["calibrated"]
     n_default = len(load_catalogue().default_prompts)
-    # default, baseline and role prompts ask all 4 items; each pole prompt its trait's 2
-    assert len(data["answers"]) == (n_default + 2 + 1) * 4 + 2 * 2 * 2 * 2
+    n_prompts = n_default + 2 + 1 + 2 * 2 * 2
+    # default, baseline and role prompts ask all 4 items; each pole prompt its trait's 2;
+    # every statement in both orders; each prompt the 2 content-free statements in both
+    assert len(data["answers"]) == 2 * ((n_default + 2 + 1) * 4 + 2 * 2 * 2 * 2)
+    assert len(data["calibration_answers"]) == 2 * 2 * n_prompts
+    assert [c["calibrated"] for c in data["reading_check"]] == [False, True]
+    assert data["reading_check"][0]["order_agreement"]["n"] == 4
+    assert [s["calibrated"] for s in data["scales"]] == [True, True]
+    assert [s["calibrated"] for s in data["scales_uncalibrated"]] == [False, False]
+    # the calibrated default score recomputed from the written answers
+    inventory = parse_inventory({**SHORT, "content_free": ["N/A", ""]}, "short.json")
+    answers = [ItemAnswer(r["prompt"], r["item"], tuple(r["option_probs"]), r["order"])
+               for r in data["answers"]]  # fmt: skip
+    calibration = [ItemAnswer(r["prompt"], r["item"], tuple(r["option_probs"]), r["order"])
+                   for r in data["calibration_answers"]]  # fmt: skip
+    every = ("extraversion", "agreeableness")
+    prompts = [InventoryPrompt(p["id"], p["kind"], p["name"], p["variant"], p["system"], every)
+               for p in data["prompts"]]  # fmt: skip
+    adm = Administration(prompts, answers, None, None, calibration)
+    scores = item_scores(adm, inventory, calibrated=True)
+    default_ids = [p["id"] for p in data["prompts"] if p["kind"] == "default"]
+    expected = np.mean([np.mean([scores[(p, i)] for p in default_ids]) for i in ("e1", "e2")])
+    assert data["scales"][0]["default"]["mean"] == pytest.approx(expected, abs=1e-4)
     extraversion, agreeableness = data["scales"]
     assert extraversion["direction"] == "trait vector extraverted"
     assert agreeableness["direction"].startswith("assistant axis")
     assert extraversion["correlation"]["n"] == n_default + 4 + 2 + 1
     for row in data["answers"]:
-        assert row["value"] == pytest.approx(
-            expected_value(row["option_probs"], [1, 2, 3]), abs=1e-12
-        )
+        values = [1, 2, 3] if row["order"] == "forward" else [3, 2, 1]
+        assert row["value"] == pytest.approx(expected_value(row["option_probs"], values), abs=1e-12)
         assert 0 < row["mass"] <= 1
 
 
@@ -316,14 +343,115 @@ def test_inventory_cli_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, 
     out = tmp_path / "out.json"
     base = ["inventory", "--model", str(model), "--device", "cpu", "--out", str(out)]
     cases = [
-        (["--inventory", str(tmp_path / "short.json"), "--axis", str(other)], "hidden size 16"),
+        (
+            ["--inventory", str(tmp_path / "short.json"), "--no-calibrate", "--axis", str(other)],
+            "hidden size 16",
+        ),
         (["--inventory", str(tmp_path / "broken.json")], "item 'e1' has no 'keyed'"),
         (["--traits", "humour"], "--traits: the inventory has no trait 'humour'"),
         (["--roles", "nobody"], "no role 'nobody'"),
         (["--variants", "1"], "--variants is 1"),
+        (["--inventory", str(tmp_path / "short.json")], "no content-free statements"),
     ]
     for extra, message in cases:
         assert main(base + extra) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
         assert not out.exists()
+
+
+def test_reversed_options_keep_the_labels_and_reverse_the_meanings() -> None:
+    inventory = parse_inventory(SHORT, "x.json")
+    flipped = inventory.reversed()
+    assert [o.label for o in flipped.options] == ["1", "2", "3"]
+    assert [(o.value, o.text) for o in flipped.options] == [(3, "yes"), (2, "so-so"), (1, "no")]
+    assert flipped.question(inventory.items[0]) == "I like crowds. 1 = yes, 2 = so-so, 3 = no."
+    assert flipped.order == "reversed" and flipped.reversed() == inventory
+    assert load_inventory().content_free == ("N/A", "", "...")
+    with pytest.raises(PersonaspaceError, match="'content_free' is not a list"):
+        parse_inventory({**SHORT, "content_free": "N/A"}, "x.json")
+
+
+def test_calibration_divides_out_the_prompts_option_bias() -> None:
+    inventory = parse_inventory(SHORT, "x.json")
+    # the bias alone (the answer is the content-free distribution): the middle, exactly
+    assert calibrated_probs([0.6, 0.3, 0.1], [0.6, 0.3, 0.1]) == pytest.approx((1 / 3,) * 3)
+    # p / c = (0.5/0.5, 0.3/0.25, 0.2/0.25) = (1, 1.2, 0.8), over 3
+    assert calibrated_probs([0.5, 0.3, 0.2], [0.5, 0.25, 0.25]) == pytest.approx(
+        (1 / 3, 0.4, 0.8 / 3)
+    )
+    prompt = InventoryPrompt("p", "default", "default", 0, None, ("extraversion",))
+    bias = (0.7, 0.2, 0.1)
+    answers = [
+        ItemAnswer("p", "e1", (0.35, 0.1, 0.05)),  # the bias at half the mass: 2 calibrated
+        ItemAnswer("p", "e1", (0.6, 0.2, 0.2), "reversed"),
+        ItemAnswer("p", "e2", (0.7, 0.2, 0.1)),
+        ItemAnswer("p", "e2", (0.7, 0.2, 0.1), "reversed"),
+    ]
+    calibration = [ItemAnswer("p", "content-free/0", bias, o) for o in ("forward", "reversed")]
+    adm = Administration([prompt], answers, None, None, calibration)
+    raw = answer_values(adm, inventory)
+    # forward 1.4 and reversed (values 3,2,1) 2.4 for e1; 1.4 and 2.6 for e2
+    assert raw[("p", "e1")] == pytest.approx((1.4 + 2.4) / 2)
+    assert raw[("p", "e2")] == pytest.approx(2.0)
+    calibrated = answer_values(adm, inventory, calibrated=True)
+    reversed_e1 = calibrated_probs((0.6, 0.2, 0.2), bias)
+    expected_e1 = (2.0 + expected_value(reversed_e1, [3, 2, 1])) / 2
+    assert calibrated[("p", "e1")] == pytest.approx(expected_e1)
+    assert calibrated[("p", "e2")] == pytest.approx(2.0)
+    no_reference = Administration([prompt], answers, None, None, [])
+    with pytest.raises(PersonaspaceError, match="no content-free answers"):
+        answer_values(no_reference, inventory, calibrated=True)
+
+
+def test_reading_check_tells_a_reader_from_a_positional_respondent() -> None:
+    inventory = parse_inventory(SHORT, "x.json")
+    every = ("extraversion", "agreeableness")
+    prompt = InventoryPrompt("default/0", "default", "default", 0, None, every)
+    agreement = {"e1": 0, "e2": 1, "a1": 2, "a2": 2}  # the option index a reader agrees with
+
+    def one_hot(k: int) -> tuple[float, ...]:
+        return tuple(0.9 if j == k else 0.05 for j in range(3))
+
+    reader = [ItemAnswer("default/0", i, one_hot(k)) for i, k in agreement.items()] + [
+        ItemAnswer("default/0", i, one_hot(2 - k), "reversed") for i, k in agreement.items()
+    ]
+    check = reading_check(Administration([prompt], reader, None, None), inventory)
+    assert check.prompts == 1 and check.agreement.n == 4 and check.agreement.rho == 1.0
+    # a respondent leaning to "1" by an amount that varies by item: each item low in one
+    # order is high in the other
+    lean = {"e1": 0.9, "e2": 0.7, "a1": 0.5, "a2": 0.8}
+    positional = [
+        ItemAnswer("default/0", i, (w, 1 - w, 0.0), o) for i, w in lean.items() for o in ORDERS
+    ]
+    check = reading_check(Administration([prompt], positional, None, None), inventory)
+    assert check.agreement.rho == -1.0
+    with pytest.raises(PersonaspaceError, match="both option orders"):
+        reading_check(Administration([prompt], reader[:4], None, None), inventory)
+
+
+def test_administer_both_orders_with_content_free_statements() -> None:
+    lm = tiny_lm("llama")
+    inventory = parse_inventory({**SHORT, "content_free": ["N/A"]}, "x.json")
+    prompts = _prompts()[:2]
+    adm = administer(lm, inventory, prompts, layer=1, orders=ORDERS, calibrate=True)
+    assert [a.order for a in adm.answers] == ["forward"] * 8 + ["reversed"] * 8
+    assert adm.states is not None and adm.states.shape[0] == 16
+    assert [(a.prompt_id, a.item_id, a.order) for a in adm.calibration] == [
+        (p.id, "content-free/0", o) for o in ORDERS for p in prompts
+    ]
+    forward = administer(lm, inventory, prompts, layer=1)
+    for a, b in zip(adm.answers[:8], forward.answers):
+        assert a.option_probs == pytest.approx(b.option_probs, rel=1e-4, abs=1e-7)
+    # the reversed order asks a different question (the options listed the other way); an
+    # order is the file's or its reverse, whichever order the Inventory object holds
+    for held in (inventory, inventory.reversed()):
+        flipped = administer(lm, held, prompts[:1], orders=("reversed",))
+        assert adm.answers[8].option_probs == pytest.approx(
+            flipped.answers[0].option_probs, rel=1e-4, abs=1e-7
+        )
+    assert adm.answers[8].option_probs != pytest.approx(adm.answers[0].option_probs)
+    with pytest.raises(PersonaspaceError, match="no content-free statements"):
+        administer(lm, parse_inventory(SHORT, "x.json"), prompts, calibrate=True)
+    with pytest.raises(PersonaspaceError, match="orders is"):
+        administer(lm, inventory, prompts, orders=("sideways",))  # type: ignore[arg-type]

@@ -13,13 +13,15 @@ file in the same format can replace it (``personaspace inventory --inventory FIL
 ``keyed`` is ``1`` when agreeing means more of the trait and ``-1`` when it means less (a
 reverse-keyed item: its answer is mirrored, ``low + high - value``). A trait's
 ``catalogue_trait`` names the catalogue trait whose positive prompts ask for more of it;
-``opposite`` (optional) one whose positive prompts ask for less.
+``opposite`` (optional) one whose positive prompts ask for less. ``content_free`` (optional)
+lists statements that say nothing (``"N/A"``, ``""``): asked under each prompt, their answers
+measure the prompt's bias over the options, which calibration divides out.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,8 @@ class Inventory:
     scales: tuple[InventoryScale, ...]
     items: tuple[InventoryItem, ...]
     source: str
+    content_free: tuple[str, ...] = ()
+    order: str = "forward"
 
     @property
     def low(self) -> float:
@@ -111,8 +115,31 @@ class Inventory:
             >>> print(inv.question(inv.items[0]).splitlines()[1][:37])
             How well does this statement describe
         """
+        return self.ask(item.text)
+
+    def ask(self, statement: str) -> str:
+        """The user message that asks ``statement`` (an item's text or a content-free one)."""
         options = ", ".join(f"{o.label} = {o.text}" for o in self.options)
-        return self.instruction.format(statement=item.text, options=options)
+        return self.instruction.format(statement=statement, options=options)
+
+    def reversed(self) -> Inventory:
+        """The same inventory with the options' meanings in reverse order under the same
+        labels (``1 = strongly agree`` ... ``5 = strongly disagree``): asked both ways, an
+        answer that follows the label's position and not the statement cancels out.
+
+        Example:
+            >>> inv = load_inventory().reversed()
+            >>> inv.order, inv.options[0].label, inv.options[0].value, inv.options[0].text
+            ('reversed', '1', 5.0, 'strongly agree')
+            >>> inv.reversed().options == load_inventory().options
+            True
+        """
+        flipped = tuple(
+            LikertOption(o.label, m.value, m.text)
+            for o, m in zip(self.options, reversed(self.options))
+        )
+        order = "forward" if self.order == "reversed" else "reversed"
+        return replace(self, options=flipped, order=order)
 
 
 def _need(entry: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -223,6 +250,11 @@ def parse_inventory(data: Any, label: str) -> Inventory:
                 f"{label}: trait {scale.name!r} has fewer than 2 items",
                 fix="give each trait 2 or more (internal consistency needs them)",
             )
+    content_free = data.get("content_free", [])
+    if not isinstance(content_free, list) or not all(isinstance(c, str) for c in content_free):
+        raise PersonaspaceError(
+            f"{label}: 'content_free' is not a list of statements", fix=f"give strings; {_FIX}"
+        )
     return Inventory(
         str(data.get("name", Path(label).stem)),
         instruction,
@@ -230,6 +262,7 @@ def parse_inventory(data: Any, label: str) -> Inventory:
         tuple(scales),
         tuple(items),
         label,
+        tuple(content_free),
     )
 
 

@@ -24,15 +24,22 @@ from personaspace.cli.common import (
 )
 from personaspace.errors import PersonaspaceError
 from personaspace.experiments.inventory import (
+    ORDERS,
     Administration,
+    ItemAnswer,
+    Order,
     administer,
     inventory_prompts,
     scale_direction,
 )
 from personaspace.experiments.inventory_stats import (
-    expected_value,
+    ReadingCheck,
+    ScaleResult,
+    answer_value,
+    calibration_references,
     option_shares,
     prompt_projections,
+    reading_check,
     scale_table,
     summarise_scale,
 )
@@ -78,6 +85,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--roles", default="0", help="N (that many catalogue roles, drawn with --seed) or names"
     )
+    parser.add_argument(
+        "--orders",
+        choices=["both", "forward"],
+        default="both",
+        help="ask each statement with the options in both orders (default; cancels answers "
+        "by position) or only as written",
+    )
+    parser.add_argument(
+        "--no-calibrate",
+        dest="calibrate",
+        action="store_false",
+        help="do not divide out each prompt's option bias measured on content-free statements",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, metavar="FILE.json", help="write the results here")
     add_model_options(parser)
@@ -110,23 +130,64 @@ def _out_path(text: str | None) -> Path | None:
     return path
 
 
-def _answers_json(adm: Administration, inventory: Inventory) -> list[dict[str, Any]]:
-    values = [o.value for o in inventory.options]
+def _answers_json(
+    answers: list[ItemAnswer], inventory: Inventory, calibrate: bool, adm: Administration
+) -> list[dict[str, Any]]:
     keyed = {i.id: i.keyed for i in inventory.items}
+    references = calibration_references(adm) if calibrate else None
     rows = []
-    for a in adm.answers:
-        value = expected_value(a.option_probs, values)
-        rows.append(
-            {
-                "prompt": a.prompt_id,
-                "item": a.item_id,
-                "option_probs": list(a.option_probs),
-                "mass": a.mass,
-                "value": value,
-                "score": inventory.keyed_value(value, keyed[a.item_id]),
-            }
-        )
+    for a in answers:
+        value = answer_value(a, inventory)
+        row: dict[str, Any] = {
+            "prompt": a.prompt_id,
+            "item": a.item_id,
+            "order": a.order,
+            "option_probs": list(a.option_probs),
+            "mass": a.mass,
+            "value": value,
+        }
+        if a.item_id in keyed:
+            row["score"] = inventory.keyed_value(value, keyed[a.item_id])
+            if references is not None:
+                row["calibrated_value"] = answer_value(a, inventory, references)
+        rows.append(row)
     return rows
+
+
+def _summaries(
+    adm: Administration,
+    inventory: Inventory,
+    scales: list[str],
+    directions: dict[str, tuple[dict[str, float], str]],
+    calibrated: bool,
+    seed: int,
+) -> list[ScaleResult]:
+    return [
+        summarise_scale(
+            adm,
+            inventory,
+            name,
+            projections=directions[name][0] if name in directions else None,
+            direction=directions[name][1] if name in directions else None,
+            calibrated=calibrated,
+            seed=seed,
+        )
+        for name in scales
+    ]
+
+
+def _reading_line(check: ReadingCheck) -> str:
+    c = check.agreement
+    kind = "calibrated" if check.calibrated else "raw"
+    verdict = (
+        "reads the statements"
+        if c.rho > 0 and c.p_permutation < 0.05
+        else "not distinguishable from answering by position"
+    )
+    return (
+        f"order agreement ({kind}, {c.n} items over {check.prompts} prompts): rho {c.rho:+.2f} "
+        f"[{c.ci_low:+.2f}, {c.ci_high:+.2f}], permutation p {c.p_permutation:.3g}: {verdict}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -149,6 +210,11 @@ def run(args: argparse.Namespace) -> int:
         roles=roles,
         seed=args.seed,
     )
+    if args.calibrate and not inventory.content_free:
+        raise PersonaspaceError(
+            f"{inventory.source} has no content-free statements to calibrate with",
+            fix="add a 'content_free' list to the inventory or pass --no-calibrate",
+        )
     if args.layer is not None and not args.axis:
         raise PersonaspaceError("--layer is given without --axis", fix="add --axis RUN")
     axis = load_axis(args.axis) if args.axis else None
@@ -181,27 +247,46 @@ def run(args: argparse.Namespace) -> int:
         if folder.is_dir():
             vectors = run_vectors(folder)
             traits, layers = vectors.traits, vectors.layers
-    total = sum(len(inventory.items_of(s)) for p in prompts for s in p.scales)
+    orders: tuple[Order, ...] = ORDERS if args.orders == "both" else ("forward",)
+    per_prompt = len(inventory.content_free) if args.calibrate else 0
+    total = len(orders) * sum(
+        per_prompt + sum(len(inventory.items_of(s)) for s in p.scales) for p in prompts
+    )
     with tqdm(total=total, desc=f"inventory {lm.model_id}", unit="answer", disable=None) as bar:
 
         def advance(n: int) -> None:
             bar.update(n)
 
         adm = administer(
-            lm, inventory, prompts, layer=layer, batch_size=args.batch_size, progress=advance
+            lm,
+            inventory,
+            prompts,
+            layer=layer,
+            orders=orders,
+            calibrate=args.calibrate,
+            batch_size=args.batch_size,
+            progress=advance,
         )
-    results = []
-    for name in scales:
-        projections, direction = None, None
-        if axis is not None and layer is not None:
+    directions: dict[str, tuple[dict[str, float], str]] = {}
+    if axis is not None and layer is not None:
+        for name in scales:
             unit, direction = scale_direction(traits, layers, layer, inventory.scale(name), axis)
             ids = [i.id for i in inventory.items_of(name)]
-            projections = prompt_projections(adm, ids, unit)
-        results.append(
-            summarise_scale(
-                adm, inventory, name, projections=projections, direction=direction, seed=args.seed
-            )
-        )
+            directions[name] = (prompt_projections(adm, ids, unit), direction)
+    results = _summaries(adm, inventory, scales, directions, args.calibrate, args.seed)
+    raw = (
+        _summaries(adm, inventory, scales, directions, False, args.seed)
+        if args.calibrate
+        else results
+    )
+    checks = []
+    if len(orders) == 2 and set(scales) == {s.name for s in inventory.scales}:
+        checks = [
+            reading_check(adm, inventory, calibrated=c, seed=args.seed)
+            for c in ([False, True] if args.calibrate else [False])
+        ]
+    scoring = "calibrated" if args.calibrate else "raw"
+    print(f"scores ({scoring}, options asked {' and '.join(orders)}):")
     print(scale_table(results))
     if axis is not None:
         for r in results:
@@ -212,7 +297,9 @@ def run(args: argparse.Namespace) -> int:
         f"mean probability on the options {mass:.2f}"
     )
     shares = ", ".join(f"{o.label}: {s:.2f}" for o, s in zip(inventory.options, option_shares(adm)))
-    print(f"share of each option, renormalised, over all answers: {shares}")
+    print(f"share of each option label, renormalised, over all answers: {shares}")
+    for check in checks:
+        print(_reading_line(check))
     if out is not None:
         write_json(
             out,
@@ -229,8 +316,13 @@ def run(args: argparse.Namespace) -> int:
                     "axis": args.axis,
                     "axis_fingerprint": axis.fingerprint() if axis is not None else None,
                     "layer": layer,
+                    "orders": list(orders),
+                    "calibrated": args.calibrate,
+                    "content_free": list(inventory.content_free),
                 },
                 "scales": [r.to_json() for r in results],
+                "scales_uncalibrated": [r.to_json() for r in raw],
+                "reading_check": [c.to_json() for c in checks],
                 "prompts": [
                     {
                         "id": p.id,
@@ -241,7 +333,8 @@ def run(args: argparse.Namespace) -> int:
                     }
                     for p in prompts
                 ],
-                "answers": _answers_json(adm, inventory),
+                "answers": _answers_json(adm.answers, inventory, args.calibrate, adm),
+                "calibration_answers": _answers_json(adm.calibration, inventory, False, adm),
             },
         )
         print(f"wrote {out.resolve()}", file=sys.stderr)

@@ -8,20 +8,26 @@ next-token distribution at the start of the reply, over the first token of each 
 label (``"1"`` .. ``"5"``; after a plain transcript's ``Assistant:``, ``" 1"`` .. ``" 5"``):
 never from generated text. The residual stream at that position (the last prompt token) is
 kept at one layer, to project on a trait vector.
+
+Two corrections for a respondent that answers by position (small models favour the first
+option whatever the statement): each statement can be asked with the options in both orders
+(``orders``: under the reversed order ``1`` means strongly agree), and each prompt can ask the
+inventory's content-free statements (``calibrate``), whose answers are the prompt's bias
+over the options (``inventory_stats.calibrated_probs`` divides it out).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 
 from personaspace.capture.forward import check_fits, left_pad, positions_of
 from personaspace.capture.hooks import contiguous_head_input, residual_hooks
-from personaspace.catalogue.inventory import Inventory, InventoryItem, InventoryScale
+from personaspace.catalogue.inventory import Inventory, InventoryScale
 from personaspace.catalogue.types import Catalogue, Trait
 from personaspace.conversation.format import FormattedConversation
 from personaspace.conversation.prompts import default_system_prompt, format_prompt
@@ -30,6 +36,9 @@ from personaspace.models.loading import LoadedModel
 from personaspace.vectors.axis import Axis
 
 PromptKind = Literal["default", "pos", "neg", "baseline_pos", "baseline_neg", "role"]
+Order = Literal["forward", "reversed"]
+ORDERS: tuple[Order, ...] = ("forward", "reversed")
+CONTENT_FREE = "content-free/"  # the item id prefix of a content-free statement's answer
 Progress = Callable[[int], None]  # answers read in the last batch
 
 
@@ -240,12 +249,14 @@ def answer_tokens(
 
 @dataclass(frozen=True)
 class ItemAnswer:
-    """One statement answered under one prompt: the probability of each option's token
-    (as the model gives them: they sum to ``mass`` <= 1)."""
+    """One statement answered under one prompt, with the options in one ``order``: the
+    probability of each option's token (as the model gives them: they sum to ``mass`` <= 1).
+    A content-free statement's answer has the item id ``content-free/K``."""
 
     prompt_id: str
     item_id: str
     option_probs: tuple[float, ...]
+    order: Order = "forward"
 
     @property
     def mass(self) -> float:
@@ -254,32 +265,49 @@ class ItemAnswer:
 
 @dataclass(frozen=True)
 class Administration:
-    """Every answer of an administration, in prompt order then item order, with the
+    """Every answer of an administration, in order, then prompt, then item order, with the
     residual stream at the answer position at ``layer`` (``states[i]`` for ``answers[i]``),
-    when a layer was asked for."""
+    when a layer was asked for; ``calibration`` holds the content-free statements' answers
+    (no states)."""
 
     prompts: list[InventoryPrompt]
     answers: list[ItemAnswer]
     layer: int | None
     states: torch.Tensor | None
+    calibration: list[ItemAnswer] = field(default_factory=list)
+
+
+Row = tuple[InventoryPrompt, str, Order]  # a prompt, an item id, the options' order
 
 
 def _rows(
-    lm: LoadedModel, inventory: Inventory, prompts: Sequence[InventoryPrompt]
-) -> tuple[list[tuple[InventoryPrompt, InventoryItem]], list[list[int]], list[list[int]]]:
+    lm: LoadedModel,
+    inventory: Inventory,
+    prompts: Sequence[InventoryPrompt],
+    orders: Sequence[Order],
+    calibrate: bool,
+) -> tuple[list[Row], list[list[int]], list[list[int]]]:
     labels = [o.label for o in inventory.options]
-    pairs, contexts, options = [], [], []
-    for prompt in prompts:
-        for item in inventory.items:
-            if item.trait not in prompt.scales:
-                continue
-            formatted = format_prompt(lm, inventory.question(item), prompt.system)
-            context, tokens = answer_tokens(lm, formatted, labels)
-            check_fits(lm, len(context), f"item {item.id} under prompt {prompt.id}")
-            pairs.append((prompt, item))
-            contexts.append(context)
-            options.append(tokens)
-    return pairs, contexts, options
+    rows: list[Row] = []
+    contexts, options = [], []
+
+    def add(prompt: InventoryPrompt, item_id: str, order: Order, question: str) -> None:
+        formatted = format_prompt(lm, question, prompt.system)
+        context, tokens = answer_tokens(lm, formatted, labels)
+        check_fits(lm, len(context), f"item {item_id} under prompt {prompt.id}")
+        rows.append((prompt, item_id, order))
+        contexts.append(context)
+        options.append(tokens)
+
+    for order in orders:
+        asked = inventory if order == inventory.order else inventory.reversed()
+        for prompt in prompts:
+            for item in asked.items:
+                if item.trait in prompt.scales:
+                    add(prompt, item.id, order, asked.question(item))
+            for k, statement in enumerate(asked.content_free if calibrate else ()):
+                add(prompt, f"{CONTENT_FREE}{k}", order, asked.ask(statement))
+    return rows, contexts, options
 
 
 def administer(
@@ -288,11 +316,18 @@ def administer(
     prompts: Sequence[InventoryPrompt],
     *,
     layer: int | None = None,
+    orders: Sequence[Order] = ("forward",),
+    calibrate: bool = False,
     batch_size: int | None = None,
     progress: Progress | None = None,
 ) -> Administration:
     """Ask every prompt its scales' items and read the answers from the next-token
     distribution (one forward pass per answer, batched, only the last position's logits).
+
+    ``orders`` chooses the option orders each statement is asked in: ``forward`` is the
+    inventory file's order, ``reversed`` its reverse, whichever the ``Inventory`` object holds
+    (``("forward", "reversed")`` asks it twice); ``calibrate`` also asks each prompt the inventory's
+    content-free statements (in each order), kept in ``calibration``.
 
     Example:
         >>> adm = administer(lm, load_inventory(), prompts, layer=9)  # doctest: +SKIP
@@ -301,8 +336,18 @@ def administer(
     """
     if layer is not None:
         layer = lm.adapter.check_layers([layer])[0]
-    pairs, contexts, options = _rows(lm, inventory, prompts)
-    if not pairs:
+    if not orders or any(o not in ORDERS for o in orders) or len(set(orders)) < len(orders):
+        raise PersonaspaceError(
+            f"orders is {list(orders)}", fix="give forward, reversed or both", param="orders"
+        )
+    if calibrate and not inventory.content_free:
+        raise PersonaspaceError(
+            f"{inventory.source} has no content-free statements to calibrate with",
+            fix="add a 'content_free' list to the inventory or do not calibrate",
+            param="calibrate",
+        )
+    pairs, contexts, options = _rows(lm, inventory, prompts, orders, calibrate)
+    if not any(not item.startswith(CONTENT_FREE) for _p, item, _o in pairs):
         raise PersonaspaceError("no item is asked under any prompt", fix="choose other traits")
     size = lm.batch_size(batch_size, max(len(c) for c in contexts))
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
@@ -342,8 +387,15 @@ def administer(
                 states[i] = seen[0][row]
         if progress is not None:
             progress(len(batch))
-    answers = [ItemAnswer(prompt.id, item.id, probs[i]) for i, (prompt, item) in enumerate(pairs)]
-    return Administration(list(prompts), answers, layer, states)
+    every = [ItemAnswer(p.id, item, probs[i], order) for i, (p, item, order) in enumerate(pairs)]
+    keep = [i for i, a in enumerate(every) if not a.item_id.startswith(CONTENT_FREE)]
+    return Administration(
+        list(prompts),
+        [every[i] for i in keep],
+        layer,
+        states[keep] if states is not None else None,
+        [a for a in every if a.item_id.startswith(CONTENT_FREE)],
+    )
 
 
 def scale_direction(

@@ -15,6 +15,14 @@ Definitions (docs/inventory.md):
   under unrelated traits' prompt pairs.
 - **Cronbach's alpha** of a scale: its items' scores with the prompts under which they were
   asked as respondents (every default, pos, neg, baseline and role prompt of the scale).
+- **Calibrated** answers divide each option's renormalised probability by its mean share in
+  the answers to the content-free statements under the same prompt and option order, then
+  renormalise (contextual calibration); an item's value is the mean over the option orders it
+  was asked in, each read in that order's meaning.
+- **Order agreement** (``reading_check``): Spearman's rho across items between the item's
+  value asked in the forward order and in the reversed order (each averaged over the prompts
+  that ask every item). A respondent that reads the statements agrees with itself (rho > 0);
+  one that answers by position gives rho <= 0.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from personaspace.analysis.intervals import IntervalJSON, MeanInterval, mean_int
 from personaspace.analysis.stats import RankCorrelation, rank_correlation
 from personaspace.catalogue.inventory import Inventory
 from personaspace.errors import PersonaspaceError
-from personaspace.experiments.inventory import Administration
+from personaspace.experiments.inventory import ORDERS, Administration, ItemAnswer
 from personaspace.experiments.stats import TestResult as PermutationResult
 from personaspace.experiments.stats import permutation_test
 
@@ -77,16 +85,150 @@ def cronbach_alpha(scores: np.ndarray | Sequence[Sequence[float]]) -> float:
     return float(k / (k - 1) * (1 - x.var(axis=0, ddof=1).sum() / total))
 
 
-def item_scores(adm: Administration, inventory: Inventory) -> dict[tuple[str, str], float]:
-    """Each answer's keyed score, by (prompt id, item id)."""
-    values = [o.value for o in inventory.options]
+_FLOOR = 1e-6  # a content-free share below this is taken as this (no division by zero)
+
+
+def calibrated_probs(
+    option_probs: Sequence[float], reference: Sequence[float]
+) -> tuple[float, ...]:
+    """``option_probs`` renormalised, divided by the ``reference`` shares (the content-free
+    answers' mean renormalised distribution) and renormalised again.
+
+    Example:
+        >>> [round(x, 3) for x in calibrated_probs([0.6, 0.2], [0.75, 0.25])]  # the bias alone
+        [0.5, 0.5]
+        >>> [round(x, 3) for x in calibrated_probs([0.5, 0.5], [0.75, 0.25])]
+        [0.25, 0.75]
+    """
+    p = np.asarray(option_probs, dtype=np.float64)
+    c = np.maximum(np.asarray(reference, dtype=np.float64), _FLOOR)
+    if p.shape != c.shape or not p.sum() > 0:
+        raise ValueError("one positive probability vector per option")
+    q = (p / p.sum()) / c
+    return tuple(float(x) for x in q / q.sum())
+
+
+def calibration_references(adm: Administration) -> dict[tuple[str, str], list[float]]:
+    """Per (prompt id, order), the mean renormalised distribution over the options of the
+    content-free statements' answers: the prompt's bias over the options."""
+    grouped: dict[tuple[str, str], list[ItemAnswer]] = {}
+    for a in adm.calibration:
+        grouped.setdefault((a.prompt_id, a.order), []).append(a)
+    return {
+        key: [float(x) for x in np.mean([np.asarray(a.option_probs) / a.mass for a in rows], 0)]
+        for key, rows in grouped.items()
+        if all(a.mass > 0 for a in rows)
+    }
+
+
+def _values(inventory: Inventory, order: str) -> list[float]:
+    asked = inventory if order == inventory.order else inventory.reversed()
+    return [o.value for o in asked.options]
+
+
+def answer_value(
+    answer: ItemAnswer,
+    inventory: Inventory,
+    references: Mapping[tuple[str, str], Sequence[float]] | None = None,
+) -> float:
+    """One answer's value in agreement units (its order's option meanings), calibrated
+    against ``references`` when given (``calibration_references``)."""
+    probs: Sequence[float] = answer.option_probs
+    if references is not None:
+        key = (answer.prompt_id, answer.order)
+        if key not in references:
+            raise PersonaspaceError(
+                f"prompt {answer.prompt_id!r} has no content-free answers ({answer.order})",
+                fix="administer with calibrate=True, or score uncalibrated",
+            )
+        if answer.mass > 0:
+            probs = calibrated_probs(probs, references[key])
+    return expected_value(probs, _values(inventory, answer.order))
+
+
+def answer_values(
+    adm: Administration, inventory: Inventory, *, calibrated: bool = False
+) -> dict[tuple[str, str], float]:
+    """Each (prompt id, item id)'s value in agreement units: the mean over the option orders
+    it was asked in, calibrated when asked (see the module's definitions).
+
+    Example:
+        >>> from personaspace.catalogue.inventory import load_inventory
+        >>> inv = load_inventory()
+        >>> first = (1.0, 0.0, 0.0, 0.0, 0.0)  # always "1": disagree, then (reversed) agree
+        >>> adm = Administration([], [ItemAnswer("p", "E01", first),
+        ...                           ItemAnswer("p", "E01", first, "reversed")], None, None)
+        >>> answer_values(adm, inv)
+        {('p', 'E01'): 3.0}
+    """
+    references = calibration_references(adm) if calibrated else None
+    grouped: dict[tuple[str, str], list[float]] = {}
+    for a in adm.answers:
+        grouped.setdefault((a.prompt_id, a.item_id), []).append(
+            answer_value(a, inventory, references)
+        )
+    return {key: float(np.mean(v)) for key, v in grouped.items()}
+
+
+def item_scores(
+    adm: Administration, inventory: Inventory, *, calibrated: bool = False
+) -> dict[tuple[str, str], float]:
+    """Each (prompt id, item id)'s keyed score (``answer_values``, mirrored when reverse-keyed)."""
     keyed = {i.id: i.keyed for i in inventory.items}
     return {
-        (a.prompt_id, a.item_id): inventory.keyed_value(
-            expected_value(a.option_probs, values), keyed[a.item_id]
-        )
-        for a in adm.answers
+        (prompt, item): inventory.keyed_value(value, keyed[item])
+        for (prompt, item), value in answer_values(adm, inventory, calibrated=calibrated).items()
     }
+
+
+@dataclass(frozen=True)
+class ReadingCheck:
+    """Does the respondent read the statements? ``agreement`` is Spearman's rho across items
+    between their forward-order and reversed-order values (each the mean over ``prompts``,
+    the prompts that ask every item), with a permutation p and a bootstrap interval."""
+
+    calibrated: bool
+    prompts: int
+    agreement: RankCorrelation
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "calibrated": self.calibrated,
+            "prompts": self.prompts,
+            "order_agreement": self.agreement.to_json(),
+        }
+
+
+def reading_check(
+    adm: Administration, inventory: Inventory, *, calibrated: bool = False, seed: int = 0
+) -> ReadingCheck:
+    """The order agreement of an administration asked in both option orders.
+
+    Example:
+        >>> check = reading_check(adm, load_inventory(), calibrated=True)  # doctest: +SKIP
+        >>> check.agreement.rho > 0 and check.agreement.p_permutation < 0.05  # doctest: +SKIP
+        True
+    """
+    if {a.order for a in adm.answers} != set(ORDERS):
+        raise PersonaspaceError(
+            "the reading check needs the statements asked in both option orders",
+            fix="administer with orders=('forward', 'reversed')",
+        )
+    every = {i.trait for i in inventory.items}
+    prompts = {p.id for p in adm.prompts if every <= set(p.scales)}
+    if not prompts:
+        raise PersonaspaceError(
+            "no prompt asks every item", fix="administer under the default prompts"
+        )
+    references = calibration_references(adm) if calibrated else None
+    sums: dict[tuple[str, str], list[float]] = {}
+    for a in adm.answers:
+        if a.prompt_id in prompts:
+            sums.setdefault((a.item_id, a.order), []).append(answer_value(a, inventory, references))
+    items = [i.id for i in inventory.items if (i.id, "forward") in sums]
+    forward = [float(np.mean(sums[(i, "forward")])) for i in items]
+    backward = [float(np.mean(sums[(i, "reversed")])) for i in items]
+    return ReadingCheck(calibrated, len(prompts), rank_correlation(forward, backward, seed=seed))
 
 
 def option_shares(adm: Administration, item_ids: Sequence[str] | None = None) -> list[float]:
@@ -155,6 +297,7 @@ class ScaleJSON(TypedDict):
     option_shares: list[float]
     direction: str | None
     correlation: dict[str, float | int] | None
+    calibrated: bool
 
 
 @dataclass(frozen=True)
@@ -181,6 +324,7 @@ class ScaleResult:
     option_shares: list[float]
     direction: str | None = None
     correlation: RankCorrelation | None = None
+    calibrated: bool = False
 
     def to_json(self) -> ScaleJSON:
         def finite(x: float) -> float | None:
@@ -211,6 +355,7 @@ class ScaleResult:
             "option_shares": self.option_shares,
             "direction": self.direction,
             "correlation": self.correlation.to_json() if self.correlation is not None else None,
+            "calibrated": self.calibrated,
         }
 
 
@@ -225,15 +370,17 @@ def summarise_scale(
     *,
     projections: Mapping[str, float] | None = None,
     direction: str | None = None,
+    calibrated: bool = False,
     seed: int = 0,
 ) -> ScaleResult:
-    """The figures of one scale from an administration (``inventory_prompts`` layout).
+    """The figures of one scale from an administration (``inventory_prompts`` layout),
+    from calibrated answers when ``calibrated`` (see the module's definitions).
 
     ``projections`` (prompt id -> projection, ``prompt_projections``) adds the rank
     correlation across prompts with the scale score.
     """
     items = inventory.items_of(scale)
-    scores = item_scores(adm, inventory)
+    scores = item_scores(adm, inventory, calibrated=calibrated)
     asked = [p for p in adm.prompts if scale in p.scales]
     by_kind = {k: [p.id for p in asked if p.kind == k] for k in ("default", "pos", "neg")}
     for kind, ids in by_kind.items():
@@ -300,6 +447,7 @@ def summarise_scale(
         option_shares=option_shares(adm, [i.id for i in items]),
         direction=direction,
         correlation=correlation,
+        calibrated=calibrated,
     )
 
 
