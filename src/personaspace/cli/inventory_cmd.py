@@ -179,11 +179,12 @@ def _summaries(
 def _reading_line(check: ReadingCheck) -> str:
     c = check.agreement
     kind = "calibrated" if check.calibrated else "raw"
-    verdict = (
-        "reads the statements"
-        if c.rho > 0 and c.p_permutation < 0.05
-        else "not distinguishable from answering by position"
-    )
+    if c.p_permutation >= 0.05 or c.rho != c.rho:
+        verdict = "no evidence that it reads the statements"
+    elif c.rho > 0:
+        verdict = "it reads the statements"
+    else:
+        verdict = "it answers by the label's position, not by the statement"
     return (
         f"order agreement ({kind}, {c.n} items over {check.prompts} prompts): rho {c.rho:+.2f} "
         f"[{c.ci_low:+.2f}, {c.ci_high:+.2f}], permutation p {c.p_permutation:.3g}: {verdict}"
