@@ -54,9 +54,21 @@ SAME_BYTES = (
     "vectors/default.safetensors",
     "vectors/traits.safetensors",
     "axis.safetensors",
-    "calibration.safetensors",
-    "capping.safetensors",
 )
+# The monitor calibration's projection percentiles are measured in the driver, whose thread
+# count differs from the reference's: they agree to float rounding (measured 9.3e-10 on this
+# machine), so these files are compared tensor by tensor (and their metadata exactly).
+SAME_TENSORS = ("calibration.safetensors", "capping.safetensors")
+
+
+def _same_tensors(ours: Path, reference: Path) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(ours), "pt") as a, safe_open(str(reference), "pt") as b:
+        keys = sorted(a.keys())
+        assert a.metadata() == b.metadata() and keys == sorted(b.keys())
+        for key in keys:
+            torch.testing.assert_close(a.get_tensor(key), b.get_tensor(key), rtol=0, atol=1e-7)
 
 
 def _ray():  # type: ignore[no-untyped-def]
@@ -123,6 +135,8 @@ def _summary(out: Path, resumed: bool) -> dict:  # type: ignore[type-arg]
 def assert_same_run(ours: Path, reference: Path, *, resumed: bool = False) -> None:
     for name in SAME_BYTES:
         assert (ours / name).read_bytes() == (reference / name).read_bytes(), name
+    for name in SAME_TENSORS:
+        _same_tensors(ours / name, reference / name)
     # (a driver killed mid-write may leave a hidden temp file there, never read)
     shards = sorted(p.name for p in (reference / "shards").glob("*.safetensors"))
     assert sorted(p.name for p in (ours / "shards").glob("*.safetensors")) == shards
